@@ -1,0 +1,36 @@
+# The two commands of the README: `make serve` (install + run the main job) and `make test`
+# (install + every quality gate + all tests). Both work on a fresh clone with only python3 >= 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKED := src tests benchmarks examples
+
+.PHONY: install serve test lint bench diagram clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+serve: install
+	$(BIN)/python examples/quickstart.py
+
+lint: install
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/mypy --strict src
+
+test: lint
+	$(BIN)/python -m pytest
+
+diagram: install
+	$(BIN)/python -m interactions_core.diagram docs/lifecycle.md
+
+bench: install
+	$(BIN)/python benchmarks/core/bench_lifecycle.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

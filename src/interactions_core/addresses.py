@@ -1,0 +1,102 @@
+"""Address lists at the input edge: parse, refuse header injection, validate, normalise.
+
+Validation uses email-validator offline (``check_deliverability=False``) and is cached, because
+the same customer and mailbox addresses come back again and again. Data loaded from storage is
+never passed through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from email.headerregistry import AddressHeader
+from email.utils import getaddresses
+from functools import lru_cache
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import InvalidAddress
+from .model import Address
+
+MAX_ADDRESS_LIST = 500
+MAX_FIELD_LENGTH = 64 * 1024
+
+
+def refuse_line_breaks(field: str, value: str) -> None:
+    """A CR or LF in a header value would start a new header (header injection)."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise InvalidAddress(f"{field}: line breaks and NUL are not allowed in a header value")
+
+
+@lru_cache(maxsize=65536)
+def _normalise(addr: str) -> str:
+    try:
+        result = validate_email(
+            addr, check_deliverability=False, allow_smtputf8=True, test_environment=True
+        )
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"{addr!r} is not a valid e-mail address: {exc}") from None
+    # Keep the local part as written (it may be case-sensitive); domain lower-cased, IDNA as
+    # Unicode (the MIME builder turns it into A-labels).
+    return result.normalized
+
+
+def validate_address(addr: str, name: str = "", *, field: str = "address") -> Address:
+    refuse_line_breaks(field, addr)
+    refuse_line_breaks(field, name)
+    return Address(addr=_normalise(addr.strip()), name=name.strip())
+
+
+def parse_address_list(
+    value: str | Sequence[str] | None, *, field: str = "address"
+) -> tuple[Address, ...]:
+    """Parse ``"A <a@x>, b@y"`` or ``["A <a@x>", "b@y"]`` into validated addresses."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    if len(items) > MAX_ADDRESS_LIST:
+        raise InvalidAddress(f"{field}: more than {MAX_ADDRESS_LIST} addresses")
+    result: list[Address] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidAddress(f"{field}: every address must be a string")
+        if len(item) > MAX_FIELD_LENGTH:
+            raise InvalidAddress(f"{field}: longer than {MAX_FIELD_LENGTH} characters")
+        refuse_line_breaks(field, item)
+        if not item.strip():
+            continue
+        for name, addr in getaddresses([item]):
+            if not addr:
+                raise InvalidAddress(f"{field}: {item!r} holds no address")
+            result.append(validate_address(addr, name, field=field))
+        if len(result) > MAX_ADDRESS_LIST:
+            raise InvalidAddress(f"{field}: more than {MAX_ADDRESS_LIST} addresses")
+    return tuple(result)
+
+
+def addresses_from_header(header: object) -> tuple[Address, ...]:
+    """Addresses of a parsed stdlib header (``policy.default``), without re-validation.
+
+    Used for mail that came in: what the sender wrote is kept as received; malformed entries
+    (no addr-spec) are dropped rather than crashing.
+    """
+    if not isinstance(header, AddressHeader):
+        return ()
+    out: list[Address] = []
+    for a in header.addresses:
+        if a.username and a.domain:
+            out.append(Address(addr=f"{a.username}@{a.domain}", name=a.display_name or ""))
+        elif a.addr_spec and "@" in a.addr_spec:
+            out.append(Address(addr=a.addr_spec, name=a.display_name or ""))
+    return tuple(out)
+
+
+def dedupe(addresses: Iterable[Address], exclude: Iterable[str] = ()) -> tuple[Address, ...]:
+    """Keep the first of each address (case-insensitive), minus the excluded keys."""
+    seen = {e.casefold() for e in exclude}
+    out: list[Address] = []
+    for a in addresses:
+        if a.key in seen:
+            continue
+        seen.add(a.key)
+        out.append(a)
+    return tuple(out)

@@ -1,0 +1,201 @@
+"""The interaction lifecycle: one ``transitions`` machine for the whole process.
+
+Why one machine: ``Machine.add_model`` is O(models) and costs ~12 KB a model, and pydantic
+models cannot be ``transitions`` models. So the machine is built once, holds no models, and each
+operation fires a trigger on a throw-away ``_Holder`` carrying just the state (and the two facts
+the conditional transitions look at). Nothing is retained between calls.
+
+Capabilities are *derived from the machine*: the agent triggers that leave the given state.
+There is no second hand-kept list; a test proves it for every state.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Final
+
+from transitions import Machine, MachineError
+
+from .errors import OperationNotAllowed
+
+
+class State:
+    """State names, as GWS spells them on the wire (seed: Invited, Accepted, ReplyCreated...)."""
+
+    NEW: Final = "New"
+    QUEUED: Final = "Queued"
+    INVITED: Final = "Invited"
+    ACCEPTED: Final = "Accepted"
+    REJECTED: Final = "Rejected"
+    REVOKED: Final = "Revoked"
+    TRANSFERRED: Final = "Transferred"
+    IN_WORKBIN: Final = "InWorkbin"
+    COMPLETED: Final = "Completed"
+    REPLY_CREATED: Final = "ReplyCreated"
+    SENT: Final = "Sent"
+    FAILED: Final = "Failed"
+    CANCELLED: Final = "Cancelled"
+
+
+STATES: Final = (
+    State.NEW,
+    State.QUEUED,
+    State.INVITED,
+    State.ACCEPTED,
+    State.REJECTED,
+    State.REVOKED,
+    State.TRANSFERRED,
+    State.IN_WORKBIN,
+    State.COMPLETED,
+    State.REPLY_CREATED,
+    State.SENT,
+    State.FAILED,
+    State.CANCELLED,
+)
+
+# States in which an interaction waits in a queue for the router.
+WAITING_STATES: Final = frozenset({State.QUEUED, State.REJECTED, State.REVOKED, State.TRANSFERRED})
+
+# Agent operations, in the order capabilities are listed (seed order first).
+AGENT_OPERATIONS: Final = (
+    "Accept",
+    "Reject",
+    "Transfer",
+    "Reply",
+    "ReplyAll",
+    "Forward",
+    "StopProcessing",
+    "PlaceInQueue",
+    "Cancel",
+    "Send",
+    "PlaceInWorkbin",
+    "Pull",
+    "UpdateProperties",
+    "LinkAttachment",
+)
+
+# Triggers only the system fires (ingestion, router, timers, mail dispatcher).
+SYSTEM_TRIGGERS: Final = ("Ingest", "Compose", "Offer", "Revoke", "DeliveryFailed")
+
+_OWNED_INBOUND = State.ACCEPTED
+_DRAFT_STATES: list[Any] = [State.REPLY_CREATED, State.FAILED]
+
+# (trigger, sources, dest, condition) — dest None = internal transition (state unchanged).
+TRANSITIONS: Final[tuple[tuple[str, list[Any], str | None, str | None], ...]] = (
+    ("Ingest", [State.NEW], State.QUEUED, None),
+    ("Compose", [State.NEW], State.REPLY_CREATED, None),
+    (
+        "Offer",
+        [State.QUEUED, State.REJECTED, State.REVOKED, State.TRANSFERRED],
+        State.INVITED,
+        None,
+    ),
+    ("Accept", [State.INVITED], State.ACCEPTED, None),
+    # A refused transfer offer goes back to the agent who transferred it.
+    ("Reject", [State.INVITED], State.ACCEPTED, "returning"),
+    ("Reject", [State.INVITED], State.REJECTED, None),
+    ("Revoke", [State.INVITED], State.ACCEPTED, "returning"),
+    ("Revoke", [State.INVITED], State.REVOKED, None),
+    ("Reply", [_OWNED_INBOUND], None, None),
+    ("ReplyAll", [_OWNED_INBOUND], None, None),
+    ("Forward", [_OWNED_INBOUND], None, None),
+    ("Transfer", [_OWNED_INBOUND], State.TRANSFERRED, None),
+    ("StopProcessing", [_OWNED_INBOUND], State.COMPLETED, None),
+    ("PlaceInQueue", [_OWNED_INBOUND, State.IN_WORKBIN], State.QUEUED, None),
+    ("PlaceInWorkbin", [_OWNED_INBOUND, *_DRAFT_STATES], State.IN_WORKBIN, None),
+    ("Pull", [State.IN_WORKBIN], State.REPLY_CREATED, "outbound"),
+    ("Pull", [State.IN_WORKBIN], State.ACCEPTED, None),
+    ("UpdateProperties", [_OWNED_INBOUND, *_DRAFT_STATES], None, None),
+    ("LinkAttachment", _DRAFT_STATES, None, None),
+    ("Cancel", _DRAFT_STATES, State.CANCELLED, None),
+    ("Send", _DRAFT_STATES, State.SENT, None),
+    ("DeliveryFailed", [State.SENT], State.FAILED, None),
+)
+
+
+class _Holder:
+    """The state holder a trigger runs on: lives for one call, never registered."""
+
+    __slots__ = ("_outbound", "_returning", "state")
+
+    def __init__(self, state: str, outbound: bool, returning: bool) -> None:
+        self.state = state
+        self._outbound = outbound
+        self._returning = returning
+
+    def outbound(self) -> bool:
+        return self._outbound
+
+    def returning(self) -> bool:
+        return self._returning
+
+
+def _build() -> Machine:
+    machine = Machine(
+        model=None,
+        states=list(STATES),
+        initial=State.NEW,
+        auto_transitions=False,
+        send_event=False,
+    )
+    for trigger, sources, dest, condition in TRANSITIONS:
+        machine.add_transition(
+            trigger, sources, dest, conditions=[condition] if condition else None
+        )
+    return machine
+
+
+MACHINE: Final = _build()
+_EVENTS: Final = MACHINE.events
+
+
+def fire(trigger: str, state: str, *, outbound: bool = False, returning: bool = False) -> str:
+    """Apply ``trigger`` to ``state``; return the new state or raise ``OperationNotAllowed``."""
+    event = _EVENTS.get(trigger)
+    if event is None:
+        raise OperationNotAllowed(trigger, state, capabilities(state))
+    holder = _Holder(state, outbound, returning)
+    try:
+        done = event.trigger(holder)
+    except (MachineError, ValueError):
+        done = False
+    if not done:
+        raise OperationNotAllowed(trigger, state, capabilities(state))
+    return holder.state
+
+
+@cache
+def triggers(state: str) -> frozenset[str]:
+    """Every trigger (agent or system) the machine accepts in ``state``."""
+    return frozenset(MACHINE.get_triggers(state))
+
+
+@cache
+def capabilities(state: str) -> tuple[str, ...]:
+    """The agent operations the machine allows in ``state`` — the seed's ``capabilities``."""
+    allowed = triggers(state)
+    return tuple(op for op in AGENT_OPERATIONS if op in allowed)
+
+
+def is_allowed(trigger: str, state: str) -> bool:
+    return trigger in triggers(state)
+
+
+def to_mermaid() -> str:
+    """The machine as a Mermaid ``stateDiagram-v2`` (system triggers in italics)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {State.NEW}"]
+    seen: set[tuple[str, str, str]] = set()
+    for trigger, sources, dest, condition in TRANSITIONS:
+        label = f"<i>{trigger}</i>" if trigger in SYSTEM_TRIGGERS else trigger
+        if condition:
+            label += f" [{condition}]"
+        for source in sources:
+            target = dest or source
+            key = (source, target, label)
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(f"    {source} --> {target}: {label}")
+    for final in (State.COMPLETED, State.SENT, State.CANCELLED):
+        lines.append(f"    {final} --> [*]")
+    return "\n".join(lines) + "\n"

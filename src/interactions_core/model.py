@@ -1,0 +1,319 @@
+"""Domain records and the wire models of the seed's notifications.
+
+Two layers, on purpose:
+
+* ``Interaction`` and ``EmailContent`` are the domain records: frozen pydantic models with
+  pythonic names and structured addresses. They are immutable, so a change is a cheap
+  ``model_copy(update=...)`` and an in-memory store can share them without defensive copies.
+* ``InteractionStateMessage`` / ``EmailObject`` / ``AttachmentInfo`` are the wire: the exact
+  member names of the seed page (``messageTypeName``, ``email_object``, ``ToAddress``...).
+
+Addresses are validated at the input edge (``addresses.py``), never here: data loaded from
+storage is trusted and not re-validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+UserDataValue = str | int | float | bool
+UserData = dict[str, UserDataValue]
+
+CHANNEL = "email"
+MESSAGE_TYPE: Literal["InteractionStateMessage"] = "InteractionStateMessage"
+
+
+class Direction(StrEnum):
+    INBOUND = "Inbound"
+    OUTBOUND = "Outbound"
+
+
+class SubType(StrEnum):
+    """Interaction Server sub-types used by GWS (seed: InboundNew, OutboundReply, OutboundNew)."""
+
+    INBOUND_NEW = "InboundNew"
+    INBOUND_CUSTOMER_REPLY = "InboundCustomerReply"
+    OUTBOUND_REPLY = "OutboundReply"
+    OUTBOUND_NEW = "OutboundNew"
+
+
+def direction_of(subtype: str) -> Direction:
+    return Direction.INBOUND if subtype.startswith("Inbound") else Direction.OUTBOUND
+
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class Address(BaseModel):
+    """One mailbox: an optional display name and an addr-spec (``local@domain``)."""
+
+    model_config = _FROZEN
+
+    addr: str
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        """Comparison key: case-insensitive on the whole addr-spec, as Mutt and Thunderbird do."""
+        return self.addr.casefold()
+
+    def __str__(self) -> str:
+        return format_address(self)
+
+
+_SPECIALS = set('()<>[]:;@\\,."')
+
+
+def format_address(address: Address) -> str:
+    """RFC 5322 §3.4 ``name-addr``; the display name is quoted when it holds specials.
+
+    Non-ASCII names stay Unicode here: encoding (RFC 2047 for the phrase only) is the MIME
+    builder's job, and an encoded-word is never put inside the addr-spec.
+    """
+    name = address.name
+    if not name:
+        return address.addr
+    if any(c in _SPECIALS for c in name) or name != name.strip():
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address.addr}>"
+
+
+def format_addresses(addresses: Iterable[Address]) -> str:
+    return ", ".join(format_address(a) for a in addresses)
+
+
+class Attachment(BaseModel):
+    """An attachment reference: the bytes live in the attachment store under ``id``."""
+
+    model_config = _FROZEN
+
+    id: str
+    name: str
+    size: int
+    mimetype: str
+
+
+class EmailContent(BaseModel):
+    """What an e-mail says, structured. Empty tuples and strings mean "not present"."""
+
+    model_config = _FROZEN
+
+    from_: Address | None = None
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    mail_reply_to: tuple[Address, ...] = ()
+    mail_followup_to: tuple[Address, ...] = ()
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    text_mime_type: str = "text/plain"
+    html_mime_type: str = "text/html"
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    date: datetime | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+class Offer(BaseModel):
+    """An invitation outstanding to one agent (at most one per interaction)."""
+
+    model_config = _FROZEN
+
+    agent_id: str
+    offered_at: datetime
+    # For a transfer to a named agent: who gets it back when the target refuses or times out.
+    returns_to: str | None = None
+
+
+class Interaction(BaseModel):
+    """One e-mail interaction, inbound or outbound (a reply, forward or new draft)."""
+
+    model_config = _FROZEN
+
+    id: str
+    version: int = 0
+    state: str
+    interaction_type: str = "Email"
+    interaction_subtype: str = SubType.INBOUND_NEW
+    mailbox: str = ""
+    email: EmailContent = EmailContent()
+    user_data: UserData = Field(default_factory=dict)
+    comment: str = ""
+    contact_id: str = ""
+    current_queue: str | None = None
+    in_queues: tuple[str, ...] = ()
+    out_queues: tuple[str, ...] = ()
+    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    owner: str | None = None
+    parent_id: str | None = None
+    workbin: str | None = None
+    offer: Offer | None = None
+    # Routing constraints: a required skill, a target agent, agents who already refused.
+    required_skill: str | None = None
+    target_agent: str | None = None
+    rejected_by: tuple[str, ...] = ()
+    last_agent: str | None = None
+    failure_reason: str | None = None
+
+    @property
+    def direction(self) -> Direction:
+        return direction_of(self.interaction_subtype)
+
+    def to_message(self, capabilities: Iterable[str]) -> InteractionStateMessage:
+        return InteractionStateMessage.from_interaction(self, capabilities)
+
+    def to_wire(self, capabilities: Iterable[str], state: str | None = None) -> dict[str, Any]:
+        return render_message(self, tuple(capabilities), state)
+
+
+# --------------------------------------------------------------------------- wire
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", serialize_by_alias=True)
+
+
+class AttachmentInfo(_Wire):
+    id: str
+    name: str
+    size: int
+    mimetype: str
+
+
+class EmailObject(_Wire):
+    """The seed's ``email_object``; extra members carry what real mail needs."""
+
+    to_address: str = Field("", alias="ToAddress")
+    from_address: str = Field("", alias="FromAddress")
+    cc_addresses: str = Field("", alias="CCAddresses")
+    subject: str = Field("", alias="Subject")
+    text: str = Field("", alias="Text")
+    structured_text: str = Field("", alias="StructuredText")
+    mime_type: str = Field("text/plain", alias="MimeType")
+    structured_text_mime_type: str = Field("text/html", alias="StructuredTextMimeType")
+    the_comment: str = Field("", alias="TheComment")
+    contact_id: str = Field("", alias="ContactID")
+    attachments: list[AttachmentInfo] = Field(default_factory=list)
+    # Beyond the seed (names in the Interaction Server style: §2.2 of the reference).
+    reply_to_address: str = Field("", alias="ReplyToAddress")
+    bcc_addresses: str = Field("", alias="BCCAddresses")
+    message_id: str = Field("", alias="MessageId")
+    in_reply_to: str = Field("", alias="InReplyTo")
+    references: str = Field("", alias="References")
+    mailbox: str = Field("", alias="Mailbox")
+
+
+class InteractionStateMessage(_Wire):
+    """The CometD notification on ``/me/interactions`` (seed: "Cometd Response")."""
+
+    message_type_name: Literal["InteractionStateMessage"] = Field(
+        MESSAGE_TYPE, alias="messageTypeName"
+    )
+    id: str
+    channel: str = CHANNEL
+    email_object: EmailObject = Field(default_factory=EmailObject)
+    interaction_type: str = Field("Email", alias="interactionType")
+    interaction_sub_type: str = Field("InboundNew", alias="interactionSubType")
+    user_data: dict[str, Any] = Field(default_factory=dict, alias="userData")
+    current_queue: str | None = Field(None, alias="currentQueue")
+    in_queues: list[str] = Field(default_factory=list, alias="inQueues")
+    out_queues: list[str] = Field(default_factory=list, alias="outQueues")
+    received_at: datetime | None = Field(None, alias="receivedAt")
+    state: str
+    capabilities: list[str] = Field(default_factory=list)
+    parent_interaction_id: str | None = Field(None, alias="parentInteractionId")
+    agent_id: str | None = Field(None, alias="agentId")
+
+    @field_serializer("received_at")
+    def _iso(self, value: datetime | None) -> str | None:
+        return None if value is None else _iso(value)
+
+    @classmethod
+    def from_interaction(
+        cls, interaction: Interaction, capabilities: Iterable[str]
+    ) -> InteractionStateMessage:
+        return cls.model_validate(render_message(interaction, tuple(capabilities)))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict, with the seed's member names."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render_message(
+    interaction: Interaction, capabilities: tuple[str, ...], state: str | None = None
+) -> dict[str, Any]:
+    """The wire dict of an ``InteractionStateMessage``, built directly.
+
+    This is the hot path of every notification, so it skips pydantic; a test proves the result
+    is exactly what ``InteractionStateMessage`` reads and writes.
+    """
+    e = interaction.email
+    return {
+        "messageTypeName": MESSAGE_TYPE,
+        "id": interaction.id,
+        "channel": CHANNEL,
+        "email_object": {
+            "ToAddress": format_addresses(e.to),
+            "FromAddress": format_address(e.from_) if e.from_ else "",
+            "CCAddresses": format_addresses(e.cc),
+            "Subject": e.subject,
+            "Text": e.text,
+            "StructuredText": e.html,
+            "MimeType": e.text_mime_type,
+            "StructuredTextMimeType": e.html_mime_type,
+            "TheComment": interaction.comment,
+            "ContactID": interaction.contact_id,
+            "attachments": [
+                {"id": a.id, "name": a.name, "size": a.size, "mimetype": a.mimetype}
+                for a in e.attachments
+            ],
+            "ReplyToAddress": format_addresses(e.reply_to),
+            "BCCAddresses": format_addresses(e.bcc),
+            "MessageId": e.message_id or "",
+            "InReplyTo": e.in_reply_to or "",
+            "References": " ".join(e.references),
+            "Mailbox": interaction.mailbox,
+        },
+        "interactionType": interaction.interaction_type,
+        "interactionSubType": interaction.interaction_subtype,
+        "userData": dict(interaction.user_data),
+        "currentQueue": interaction.current_queue,
+        "inQueues": list(interaction.in_queues),
+        "outQueues": list(interaction.out_queues),
+        "receivedAt": _iso(interaction.received_at),
+        "state": state or interaction.state,
+        "capabilities": list(capabilities),
+        "parentInteractionId": interaction.parent_id,
+        "agentId": interaction.owner,
+    }
+
+
+class InteractionView:
+    """A notification payload: an immutable interaction as one agent sees it, rendered lazily.
+
+    Rendering happens when the notification is dispatched or stored, not inside the operation.
+    """
+
+    __slots__ = ("capabilities", "interaction", "state")
+
+    def __init__(
+        self, interaction: Interaction, capabilities: tuple[str, ...], state: str | None = None
+    ) -> None:
+        self.interaction = interaction
+        self.capabilities = capabilities
+        self.state = state
+
+    def to_wire(self) -> dict[str, Any]:
+        return render_message(self.interaction, self.capabilities, self.state)

@@ -1,0 +1,293 @@
+"""Operations: one pydantic discriminated union on ``operationName``, with the seed's spellings.
+
+Every request body of ``POST /me/interactions/{id}`` (and CreateEmail's ``POST /me/interactions``)
+parses into exactly one member. Spellings the seed uses inconsistently are all accepted:
+``CancelReply`` / ``CancelReplyEmail`` / ``Cancel`` and ``StopProcessing`` / ``Complete``. Each
+member knows its canonical name (the lifecycle trigger and capability).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import InvalidRequest
+from .model import UserDataValue
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\r\n\x00]+$")]
+Prefix = Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\r\n\x00]*$")]
+Line = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\r\n\x00]*$")]
+AddressInput = str | list[str]
+MAX_TEXT = 10 * 1024 * 1024
+
+
+class _Operation(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    canonical: ClassVar[str]
+    creates_interaction: ClassVar[bool] = False
+
+
+class Accept(_Operation):
+    canonical: ClassVar[str] = "Accept"
+    operation_name: Literal["Accept"] = Field("Accept", alias="operationName")
+
+
+class Reject(_Operation):
+    canonical: ClassVar[str] = "Reject"
+    operation_name: Literal["Reject"] = Field("Reject", alias="operationName")
+
+
+class _ReplyBase(_Operation):
+    creates_interaction: ClassVar[bool] = True
+    subject_prefix: Prefix | None = Field(None, alias="subjectPrefix")
+    reply_to_start_line: Line | None = Field(None, alias="replyToStartLine")
+    indent_character: Prefix | None = Field(None, alias="indentCharacter")
+    queue_name: Name | None = Field(None, alias="queueName")
+
+
+class Reply(_ReplyBase):
+    """Seed: the body is empty unless ``quoteOriginal`` is true — so Reply defaults to false."""
+
+    canonical: ClassVar[str] = "Reply"
+    operation_name: Literal["Reply"] = Field("Reply", alias="operationName")
+    quote_original: bool = Field(False, alias="quoteOriginal")
+
+
+class ReplyAll(_ReplyBase):
+    """Seed: ``quoteOriginal`` defaults to true for ReplyAll."""
+
+    canonical: ClassVar[str] = "ReplyAll"
+    operation_name: Literal["ReplyAll"] = Field("ReplyAll", alias="operationName")
+    quote_original: bool = Field(True, alias="quoteOriginal")
+
+
+class Forward(_Operation):
+    canonical: ClassVar[str] = "Forward"
+    creates_interaction: ClassVar[bool] = True
+    operation_name: Literal["Forward"] = Field("Forward", alias="operationName")
+    to_address: AddressInput | None = Field(None, alias="toAddress")
+    cc_address: AddressInput | None = Field(None, alias="ccAddress")
+    subject_prefix: Prefix | None = Field(None, alias="subjectPrefix")
+    text: str | None = Field(None, max_length=MAX_TEXT)
+    queue_name: Name | None = Field(None, alias="queueName")
+
+
+class Cancel(_Operation):
+    canonical: ClassVar[str] = "Cancel"
+    operation_name: Literal["CancelReply", "CancelReplyEmail", "Cancel"] = Field(
+        "CancelReply", alias="operationName"
+    )
+
+
+class SendEmail(BaseModel):
+    """Send's ``email_object``: what the agent finally wrote. Omitted members keep the draft's."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    to_address: AddressInput | None = Field(None, alias="toAddress")
+    from_address: str | None = Field(None, alias="fromAddress")
+    cc_address: AddressInput | None = Field(None, alias="ccAddress")
+    bcc_address: AddressInput | None = Field(None, alias="bccAddress")
+    subject: str | None = Field(None, max_length=998)
+    text: str | None = Field(None, max_length=MAX_TEXT)
+    structured_text: str | None = Field(None, alias="structuredText", max_length=MAX_TEXT)
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\r" in value or "\n" in value or "\x00" in value):
+            raise ValueError("line breaks are not allowed in a subject (header injection)")
+        return value
+
+
+class Send(_Operation):
+    canonical: ClassVar[str] = "Send"
+    operation_name: Literal["Send"] = Field("Send", alias="operationName")
+    queue_name: Name | None = Field(None, alias="queueName")
+    email_object: SendEmail | None = None
+
+
+class Transfer(_Operation):
+    """To one agent (``agentId``, or GWS's ``userUri``), to the agents with a ``skill``, or to a
+    queue (``queueName``) — exactly one of them."""
+
+    canonical: ClassVar[str] = "Transfer"
+    operation_name: Literal["Transfer"] = Field("Transfer", alias="operationName")
+    agent_id: Name | None = Field(None, alias="agentId")
+    user_uri: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, alias="userUri"
+    )
+    skill: Name | None = None
+    queue_name: Name | None = Field(None, alias="queueName")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Transfer:
+        given = [
+            n
+            for n, v in (
+                ("agentId", self.agent_id),
+                ("userUri", self.user_uri),
+                ("skill", self.skill),
+                ("queueName", self.queue_name),
+            )
+            if v
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "Transfer needs exactly one target: agentId (or userUri), skill or queueName"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        return self
+
+    @property
+    def target_agent(self) -> str | None:
+        if self.agent_id:
+            return self.agent_id
+        if self.user_uri:
+            return self.user_uri.rstrip("/").rsplit("/", 1)[-1]
+        return None
+
+
+class StopProcessing(_Operation):
+    canonical: ClassVar[str] = "StopProcessing"
+    operation_name: Literal["StopProcessing", "Complete"] = Field(
+        "StopProcessing", alias="operationName"
+    )
+    queue_name: Name | None = Field(None, alias="queueName")
+
+
+class PlaceInQueue(_Operation):
+    canonical: ClassVar[str] = "PlaceInQueue"
+    operation_name: Literal["PlaceInQueue"] = Field("PlaceInQueue", alias="operationName")
+    queue_name: Name = Field(alias="queueName")
+
+
+class PlaceInWorkbin(_Operation):
+    """Into the agent's own workbin (default ``Personal``) or a shared one by name."""
+
+    canonical: ClassVar[str] = "PlaceInWorkbin"
+    operation_name: Literal["PlaceInWorkbin"] = Field("PlaceInWorkbin", alias="operationName")
+    workbin_name: Name | None = Field(None, alias="workbinName")
+
+
+class Pull(_Operation):
+    """Take an interaction out of a workbin; it goes to the agent who pulls."""
+
+    canonical: ClassVar[str] = "Pull"
+    operation_name: Literal["Pull"] = Field("Pull", alias="operationName")
+
+
+class UpdateProperties(_Operation):
+    canonical: ClassVar[str] = "UpdateProperties"
+    operation_name: Literal["UpdateProperties"] = Field("UpdateProperties", alias="operationName")
+    user_data: dict[Name, UserDataValue] | None = Field(None, alias="userData", max_length=1000)
+    delete_keys: list[Name] | None = Field(None, alias="deleteKeys", max_length=1000)
+    comment: str | None = Field(None, max_length=64 * 1024)
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateProperties:
+        if self.user_data is None and self.delete_keys is None and self.comment is None:
+            raise ValueError("UpdateProperties needs userData, deleteKeys or comment")
+        return self
+
+
+class LinkAttachment(_Operation):
+    """Attach one of the parent interaction's attachments to a draft."""
+
+    canonical: ClassVar[str] = "LinkAttachment"
+    operation_name: Literal["LinkAttachment"] = Field("LinkAttachment", alias="operationName")
+    attachment_id: Name = Field(alias="attachmentId")
+
+
+class CreateEmail(_Operation):
+    """``POST /me/interactions``: a new outbound e-mail (not an operation on an existing one)."""
+
+    canonical: ClassVar[str] = "CreateEmail"
+    creates_interaction: ClassVar[bool] = True
+    operation_name: Literal["CreateEmail"] = Field("CreateEmail", alias="operationName")
+    queue_name: Name | None = Field(None, alias="queueName")
+    interaction_type: Name = Field("Email", alias="interactionType")
+    interaction_sub_type: Literal["OutboundNew"] = Field("OutboundNew", alias="interactionSubType")
+    from_address: str | None = Field(None, alias="fromAddress")
+    parent_id: Name | None = Field(None, alias="parentId")
+
+
+Operation = Annotated[
+    Accept
+    | Reject
+    | Reply
+    | ReplyAll
+    | Forward
+    | Cancel
+    | Send
+    | Transfer
+    | StopProcessing
+    | PlaceInQueue
+    | PlaceInWorkbin
+    | Pull
+    | UpdateProperties
+    | LinkAttachment
+    | CreateEmail,
+    Field(discriminator="operation_name"),
+]
+
+OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
+
+OPERATION_NAMES: tuple[str, ...] = (
+    "Accept",
+    "Reject",
+    "Reply",
+    "ReplyAll",
+    "Forward",
+    "CancelReply",
+    "CancelReplyEmail",
+    "Cancel",
+    "Send",
+    "Transfer",
+    "StopProcessing",
+    "Complete",
+    "PlaceInQueue",
+    "PlaceInWorkbin",
+    "Pull",
+    "UpdateProperties",
+    "LinkAttachment",
+    "CreateEmail",
+)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    # Drop the union tag pydantic puts first ("Reply", ...) so paths read like the JSON.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in OPERATION_NAMES:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def parse_operation(body: Any) -> Operation:
+    """Parse a wire body (a dict as on the wire) into one operation, or raise ``InvalidRequest``
+    listing every problem."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object with an operationName")
+    name = body.get("operationName")
+    if name is None:
+        raise InvalidRequest("Missing operationName", [f"one of: {', '.join(OPERATION_NAMES)}"])
+    if not isinstance(name, str) or name not in OPERATION_NAMES:
+        shown = repr(name)[:80]
+        raise InvalidRequest(
+            f"Unknown operationName {shown}", [f"one of: {', '.join(OPERATION_NAMES)}"]
+        )
+    try:
+        return OPERATION_ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        problems = [f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+        raise InvalidRequest(f"Invalid {name} request", problems) from None

@@ -1,0 +1,442 @@
+"""In-memory implementations of every port, and a harness for unit-testing business rules.
+
+These ship in the library on purpose: users embed the core and test their own rules with
+exactly the same service the server runs, without a database, a relay or a CometD client::
+
+    h = Harness(agents=[Agent(id="alice", mailboxes=("support@example.com",))])
+    iid = h.deliver(inbound_email(sender="bob@example.org", to="support@example.com",
+                                  subject="Help", text="It broke."), offer_to="alice")
+    assert h.execute("alice", iid, {"operationName": "Accept"}) == {"status": "ok"}
+    h.notifications("alice")[-1]["state"]   # "Accepted"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from .addresses import parse_address_list
+from .errors import ConcurrencyConflict
+from .ids import SystemClock
+from .lifecycle import WAITING_STATES
+from .model import EmailContent, Interaction
+from .outbox import RetryPolicy, drain_mail, drain_notifications
+from .ports import (
+    Agent,
+    Clock,
+    MailEntry,
+    Notification,
+    OutgoingMail,
+    PermanentMailError,
+    TransientMailError,
+)
+from .service import InteractionService, ServiceConfig
+
+# --------------------------------------------------------------------------- store
+
+
+class InMemoryStore:
+    """Store + outbox in memory, with the same semantics as the durable stores.
+
+    Committed interactions are immutable records, so sharing them is safe; a unit of work
+    stages its changes and applies them atomically at commit, after checking every version.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._rows: dict[str, Interaction] = {}
+        self._seq = 0
+        self._notifications: dict[int, Notification] = {}
+        self._mail: dict[int, MailEntry] = {}
+        self._mail_done: dict[int, str | None] = {}  # seq -> failure reason (None = sent)
+
+    def unit_of_work(self) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self)
+
+    # -- outbox reader
+    def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
+        with self._lock:
+            seqs = sorted(s for s in self._notifications if s > after_seq)[:limit]
+            return [self._notifications[s].model_copy(update={"seq": s}) for s in seqs]
+
+    def mark_notifications_done(self, seqs: Sequence[int]) -> None:
+        with self._lock:
+            for s in seqs:
+                self._notifications.pop(s, None)
+
+    def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]:
+        with self._lock:
+            due = [e for e in self._mail.values() if e.next_attempt_at <= due_before]
+        due.sort(key=lambda e: e.seq)
+        return due[:limit]
+
+    def mark_mail_sent(self, seq: int) -> None:
+        with self._lock:
+            if self._mail.pop(seq, None) is not None:
+                self._mail_done[seq] = None
+
+    def reschedule_mail(self, seq: int, next_attempt_at: datetime, error: str) -> None:
+        with self._lock:
+            entry = self._mail.get(seq)
+            if entry is not None:
+                self._mail[seq] = entry.model_copy(
+                    update={
+                        "attempts": entry.attempts + 1,
+                        "next_attempt_at": next_attempt_at,
+                        "last_error": error,
+                    }
+                )
+
+    def mark_mail_failed(self, seq: int, error: str) -> None:
+        with self._lock:
+            if self._mail.pop(seq, None) is not None:
+                self._mail_done[seq] = error
+
+    # -- used by the unit of work
+    def _commit(
+        self,
+        expected: dict[str, int | None],
+        rows: dict[str, Interaction],
+        notifications: list[Notification],
+        mail: list[OutgoingMail],
+    ) -> None:
+        now = self._clock.now()
+        with self._lock:
+            for iid, version in expected.items():
+                stored = self._rows.get(iid)
+                actual = stored.version if stored is not None else None
+                if actual != version:
+                    raise ConcurrencyConflict(iid, version or 0, actual)
+            self._rows.update(rows)
+            for n in notifications:
+                self._seq += 1
+                self._notifications[self._seq] = n  # its seq is stamped when read
+            for m in mail:
+                self._seq += 1
+                self._mail[self._seq] = MailEntry(
+                    seq=self._seq, mail=m, queued_at=now, next_attempt_at=now
+                )
+
+    def _get(self, interaction_id: str) -> Interaction | None:
+        return self._rows.get(interaction_id)
+
+    def _all(self) -> list[Interaction]:
+        with self._lock:
+            return list(self._rows.values())
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class _Repository:
+    def __init__(self, uow: InMemoryUnitOfWork) -> None:
+        self._uow = uow
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        staged = self._uow._rows.get(interaction_id)
+        return staged if staged is not None else self._uow._store._get(interaction_id)
+
+    def add(self, interaction: Interaction) -> Interaction:
+        if self.get(interaction.id) is not None:
+            raise ConcurrencyConflict(interaction.id, 0, 1)
+        stored = interaction.model_copy(update={"version": 1})
+        self._uow._expected[interaction.id] = None  # must still not exist at commit
+        self._uow._rows[interaction.id] = stored
+        return stored
+
+    def update(self, interaction: Interaction) -> Interaction:
+        iid = interaction.id
+        staged = self._uow._rows.get(iid)
+        if staged is not None:
+            if staged.version != interaction.version:
+                raise ConcurrencyConflict(iid, interaction.version, staged.version)
+        elif iid not in self._uow._expected:
+            self._uow._expected[iid] = interaction.version
+        stored = interaction.model_copy(update={"version": interaction.version + 1})
+        self._uow._rows[iid] = stored
+        return stored
+
+    def _visible_rows(self) -> list[Interaction]:
+        merged = {i.id: i for i in self._uow._store._all()}
+        merged.update(self._uow._rows)
+        return list(merged.values())
+
+    def for_agent(self, agent_id: str) -> list[Interaction]:
+        return [
+            i
+            for i in self._visible_rows()
+            if i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id)
+        ]
+
+    def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
+        found = [
+            i
+            for i in self._visible_rows()
+            if i.current_queue == queue and i.state in WAITING_STATES
+        ]
+        found.sort(key=lambda i: (i.received_at, i.id))
+        return found if limit is None else found[:limit]
+
+    def in_workbin(self, workbin: str) -> list[Interaction]:
+        found = [i for i in self._visible_rows() if i.workbin == workbin]
+        found.sort(key=lambda i: (i.received_at, i.id))
+        return found
+
+    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
+        for i in self._visible_rows():
+            if i.email.message_id == message_id and (mailbox is None or i.mailbox == mailbox):
+                return i
+        return None
+
+
+class _Outbox:
+    def __init__(self, uow: InMemoryUnitOfWork) -> None:
+        self._uow = uow
+
+    def add_notification(self, notification: Notification) -> None:
+        self._uow._notifications.append(notification)
+
+    def add_mail(self, mail: OutgoingMail) -> None:
+        self._uow._mail.append(mail)
+
+
+class InMemoryUnitOfWork:
+    def __init__(self, store: InMemoryStore) -> None:
+        self._store = store
+        self.interactions = _Repository(self)
+        self.outbox = _Outbox(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows: dict[str, Interaction] = {}
+        self._expected: dict[str, int | None] = {}
+        self._notifications: list[Notification] = []
+        self._mail: list[OutgoingMail] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()
+
+    def commit(self) -> None:
+        self._store._commit(self._expected, self._rows, self._notifications, self._mail)
+        self._reset()
+
+    def rollback(self) -> None:
+        self._reset()
+
+
+# --------------------------------------------------------------------------- other ports
+
+
+class InMemoryAttachmentStore:
+    """Content-addressed (SHA-256) bytes in a dict."""
+
+    def __init__(self, max_size: int = 25 * 1024 * 1024) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self.max_size = max_size
+
+    def put(self, data: bytes) -> str:
+        if len(data) > self.max_size:
+            raise ValueError(f"attachment of {len(data)} bytes exceeds {self.max_size}")
+        content_id = hashlib.sha256(data).hexdigest()
+        self._blobs.setdefault(content_id, bytes(data))
+        return content_id
+
+    def get(self, content_id: str) -> bytes:
+        return self._blobs[content_id]
+
+
+class ManualClock:
+    """A clock that only moves when told: timeouts are tested without sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        self._now += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        self._now = when
+
+
+class SequentialIds:
+    """Predictable ids for tests: ``I000000000001``, ``<m000001@domain>``."""
+
+    def __init__(self, prefix: str = "I") -> None:
+        self._prefix = prefix
+        self._n = 0
+        self._m = 0
+
+    def interaction_id(self) -> str:
+        self._n += 1
+        return f"{self._prefix}{self._n:012d}"
+
+    def message_id(self, domain: str) -> str:
+        self._m += 1
+        return f"<m{self._m:06d}@{domain}>"
+
+
+class InMemoryAgentDirectory:
+    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+        self._agents = {a.id: a for a in agents}
+
+    def get(self, agent_id: str) -> Agent | None:
+        return self._agents.get(agent_id)
+
+    def agents(self) -> Iterable[Agent]:
+        return list(self._agents.values())
+
+    def add(self, agent: Agent) -> None:
+        self._agents[agent.id] = agent
+
+
+class RecordingNotifier:
+    """Keeps every published notification, per agent, in order."""
+
+    def __init__(self) -> None:
+        self.published: list[Notification] = []
+
+    def publish(self, notification: Notification) -> None:
+        self.published.append(notification)
+
+    def for_agent(self, agent_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+        return [
+            n.to_wire()
+            for n in self.published
+            if n.agent_id == agent_id and (topic is None or n.topic == topic)
+        ]
+
+
+class RecordingTransport:
+    """A mail transport that records what it was given; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingMail] = []
+        self.fail_next: list[Exception] = []
+
+    def send(self, mail: OutgoingMail) -> None:
+        if self.fail_next:
+            error = self.fail_next.pop(0)
+            if isinstance(error, TransientMailError | PermanentMailError):
+                raise error
+            raise TransientMailError(str(error))
+        self.sent.append(mail)
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def inbound_email(
+    *,
+    sender: str,
+    to: str | Sequence[str],
+    subject: str = "",
+    text: str = "",
+    html: str = "",
+    cc: str | Sequence[str] | None = None,
+    reply_to: str | Sequence[str] | None = None,
+    message_id: str | None = None,
+    date: datetime | None = None,
+) -> EmailContent:
+    """A validated inbound ``EmailContent`` from plain strings (for tests and examples)."""
+    senders = parse_address_list(sender, field="from")
+    return EmailContent(
+        from_=senders[0] if senders else None,
+        to=parse_address_list(to, field="to"),
+        cc=parse_address_list(cc, field="cc"),
+        reply_to=parse_address_list(reply_to, field="reply_to"),
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=message_id,
+        date=date,
+    )
+
+
+class Harness:
+    """The whole core on in-memory ports: execute wire bodies, read back what happened."""
+
+    def __init__(
+        self,
+        agents: Iterable[Agent] = (),
+        config: ServiceConfig | None = None,
+        clock: ManualClock | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.clock = clock or ManualClock()
+        self.store = InMemoryStore(self.clock)
+        self.attachments = InMemoryAttachmentStore()
+        self.ids = SequentialIds()
+        self.directory = InMemoryAgentDirectory(agents)
+        self.notifier = RecordingNotifier()
+        self.transport = RecordingTransport()
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.service = InteractionService(
+            self.store, self.directory, self.attachments, self.clock, self.ids, config
+        )
+
+    def execute(self, agent_id: str, interaction_id: str | None, body: Any) -> dict[str, Any]:
+        """Run a wire body for an agent; then drain the outbox like the server does."""
+        response = self.service.execute_wire(agent_id, interaction_id, body)
+        self.drain()
+        return response
+
+    def deliver(
+        self,
+        email: EmailContent,
+        *,
+        mailbox: str | None = None,
+        queue: str | None = None,
+        offer_to: str | None = None,
+    ) -> str:
+        """Put an inbound mail in a queue and optionally offer it to an agent (``Invited``)."""
+        box = mailbox or (email.to[0].addr if email.to else "")
+        interaction = self.service.receive(email, mailbox=box, queue=queue)
+        if offer_to is not None:
+            self.service.offer(interaction.id, offer_to)
+        self.drain()
+        return interaction.id
+
+    def drain(self) -> None:
+        drain_notifications(self.store, self.notifier)
+        drain_mail(
+            self.store,
+            self.transport,
+            self.clock,
+            lambda entry, reason: self.service.mail_failed(entry.mail.interaction_id, reason),
+            self.retry_policy,
+        )
+        drain_notifications(self.store, self.notifier)
+
+    def notifications(self, agent_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+        return self.notifier.for_agent(agent_id, topic)
+
+    def last_notification(self, agent_id: str) -> dict[str, Any]:
+        return self.notifications(agent_id)[-1]
+
+    @property
+    def sent_mail(self) -> list[OutgoingMail]:
+        return self.transport.sent
+
+    def interaction(self, interaction_id: str) -> Interaction:
+        with self.store.unit_of_work() as uow:
+            found = uow.interactions.get(interaction_id)
+        if found is None:
+            raise KeyError(interaction_id)
+        return found

@@ -1,0 +1,128 @@
+"""The wire models read and write the seed's JSON exactly; addresses are validated at the edge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from interactions_core.addresses import parse_address_list
+from interactions_core.errors import InvalidAddress
+from interactions_core.model import (
+    Address,
+    Attachment,
+    EmailContent,
+    Interaction,
+    InteractionStateMessage,
+    format_address,
+    render_message,
+)
+
+# The seed's "E-mail Accepted" CometD response, with its placeholders filled in.
+SEED_ACCEPTED = {
+    "messageTypeName": "InteractionStateMessage",
+    "id": "00009a8T8Y13002S",
+    "channel": "email",
+    "email_object": {
+        "ToAddress": "support@example.com",
+        "FromAddress": "customer@example.org",
+        "CCAddresses": "a@example.org, b@example.org",
+        "Subject": "Order",
+        "Text": "hello",
+        "StructuredText": "<p>hello</p>",
+        "MimeType": "text/plain",
+        "StructuredTextMimeType": "text/html",
+        "TheComment": "note",
+        "ContactID": "C1",
+        "attachments": [{"id": "a1", "name": "x.pdf", "size": 10, "mimetype": "application/pdf"}],
+    },
+    "interactionType": "Email",
+    "interactionSubType": "InboundNew",
+    "userData": {"Mailbox": "support"},
+    "currentQueue": "Inbound",
+    "inQueues": ["Inbound"],
+    "outQueues": [],
+    "receivedAt": "2026-01-05T09:00:00.000Z",
+    "state": "Accepted",
+    "capabilities": [
+        "Transfer",
+        "Reply",
+        "ReplyAll",
+        "StopProcessing",
+        "PlaceInQueue",
+        "PlaceInWorkbin",
+        "UpdateProperties",
+    ],
+}
+
+
+def test_reads_the_seed_message_and_writes_its_names_back() -> None:
+    message = InteractionStateMessage.model_validate(SEED_ACCEPTED)
+    assert message.email_object.cc_addresses == "a@example.org, b@example.org"
+    assert message.email_object.attachments[0].mimetype == "application/pdf"
+    wire = message.to_wire()
+    for key, value in SEED_ACCEPTED.items():
+        if key == "email_object":
+            for k, v in value.items():
+                assert wire["email_object"][k] == v
+        else:
+            assert wire[key] == value
+    assert json.loads(json.dumps(wire)) == wire
+
+
+def test_fast_renderer_is_exactly_the_pydantic_wire_form() -> None:
+    i = Interaction(
+        id="X",
+        state="Accepted",
+        mailbox="support@example.com",
+        email=EmailContent(
+            from_=Address(addr="c@example.org", name="Doe, Jane"),
+            to=(Address(addr="support@example.com"),),
+            cc=(Address(addr="x@example.org", name="Jörg Ümlaut"),),
+            subject="Ünïcode",
+            message_id="<m@x>",
+            references=("<a@x>", "<m@x>"),
+            attachments=(Attachment(id="a", name="n", size=1, mimetype="text/plain"),),
+        ),
+        user_data={"k": 1, "b": True},
+        current_queue="Q",
+        in_queues=("Q",),
+        owner="alice",
+    )
+    rendered = render_message(i, ("Reply",))
+    assert InteractionStateMessage.model_validate(rendered).to_wire() == rendered
+    assert rendered["email_object"]["FromAddress"] == '"Doe, Jane" <c@example.org>'
+    assert rendered["email_object"]["CCAddresses"] == "Jörg Ümlaut <x@example.org>"
+
+
+def test_domain_records_are_immutable() -> None:
+    i = Interaction(id="X", state="Queued")
+    with pytest.raises(ValidationError, match="frozen"):
+        i.state = "Accepted"
+
+
+def test_interaction_round_trips_through_json_without_revalidating_addresses() -> None:
+    # An address that email-validator would refuse is still loadable from storage.
+    i = Interaction(id="X", state="Queued", email=EmailContent(from_=Address(addr="odd@@x")))
+    assert Interaction.model_validate_json(i.model_dump_json()) == i
+
+
+def test_address_edge_validation() -> None:
+    parsed = parse_address_list('"Doe, Jane" <jane@EXAMPLE.org>, bob@exämple.de')
+    assert [a.addr for a in parsed] == ["jane@example.org", "bob@exämple.de"]
+    assert parsed[0].name == "Doe, Jane"
+    with pytest.raises(InvalidAddress, match="line breaks"):
+        parse_address_list("a@example.org\r\nBcc: x@y.org")
+    with pytest.raises(InvalidAddress, match="not a valid"):
+        parse_address_list("no-at-sign")
+    with pytest.raises(InvalidAddress):
+        parse_address_list(["ok@example.org", 3])
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_formatted_names_never_break_the_address(name: str) -> None:
+    formatted = format_address(Address(addr="x@example.org", name=name))
+    assert formatted.endswith("<x@example.org>")

@@ -1,0 +1,417 @@
+"""The service through the wire entry point: the seed's examples, errors, isolation, outbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from interactions_core.ports import Agent, PermanentMailError, TransientMailError
+from interactions_core.testing import Harness, inbound_email
+
+ALICE = Agent(
+    id="alice",
+    name="Alice Agent",
+    addresses=("alice@agents.example",),
+    mailboxes=("support@example.com",),
+    skills=frozenset({"billing"}),
+)
+BOB = Agent(id="bob", mailboxes=("support@example.com",), skills=frozenset({"billing"}))
+MALLORY = Agent(id="mallory", mailboxes=("other@example.com",))
+
+SEED_ACCEPTED_CAPS = [
+    "Transfer",
+    "Reply",
+    "ReplyAll",
+    "StopProcessing",
+    "PlaceInQueue",
+    "PlaceInWorkbin",
+    "UpdateProperties",
+]
+SEED_REPLY_CREATED_CAPS = ["Cancel", "Send", "PlaceInWorkbin", "UpdateProperties", "LinkAttachment"]
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness(agents=[ALICE, BOB, MALLORY])
+
+
+def invite(h: Harness, to_agent: str = "alice", **kw: Any) -> str:
+    email = inbound_email(
+        sender=kw.pop("sender", '"Cee Customer" <customer@example.org>'),
+        to=kw.pop("to", "support@example.com"),
+        cc=kw.pop("cc", "colleague@example.org, support@example.com"),
+        subject=kw.pop("subject", "Order 42"),
+        text=kw.pop("text", "Where is my order?\nThanks"),
+        message_id=kw.pop("message_id", "<orig-1@example.org>"),
+    )
+    return h.deliver(email, offer_to=to_agent)
+
+
+def test_invited_notification_has_accept_and_reject(h: Harness) -> None:
+    iid = invite(h)
+    note = h.last_notification("alice")
+    assert note["messageTypeName"] == "InteractionStateMessage"
+    assert note["id"] == iid
+    assert note["channel"] == "email"
+    assert note["state"] == "Invited"
+    assert note["capabilities"] == ["Accept", "Reject"]
+    assert note["interactionSubType"] == "InboundNew"
+    assert note["currentQueue"] == "Inbound"
+
+
+def test_seed_accept(h: Harness) -> None:
+    """Seed: Accept → {"status":"ok"}, then an Accepted InteractionStateMessage."""
+    iid = invite(h)
+    assert h.execute("alice", iid, {"operationName": "Accept"}) == {"status": "ok"}
+    note = h.last_notification("alice")
+    assert note["state"] == "Accepted"
+    # The seed's capability list, plus Forward (allowed after Accept per the seed's table).
+    assert [c for c in note["capabilities"] if c != "Forward"] == SEED_ACCEPTED_CAPS
+    eo = note["email_object"]
+    assert set(eo) >= {
+        "ToAddress",
+        "FromAddress",
+        "CCAddresses",
+        "Subject",
+        "Text",
+        "StructuredText",
+        "MimeType",
+        "StructuredTextMimeType",
+        "TheComment",
+        "ContactID",
+        "attachments",
+    }
+    assert eo["FromAddress"] == "Cee Customer <customer@example.org>"
+    assert eo["ContactID"] == "customer@example.org"
+    assert set(note) >= {
+        "messageTypeName",
+        "id",
+        "channel",
+        "email_object",
+        "interactionType",
+        "interactionSubType",
+        "userData",
+        "currentQueue",
+        "inQueues",
+        "outQueues",
+        "receivedAt",
+        "state",
+        "capabilities",
+    }
+    assert note["receivedAt"].endswith("Z")
+
+
+def test_seed_reply_all(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    response = h.execute("alice", iid, {"operationName": "ReplyAll", "queueName": "Drafts"})
+    assert response["status"] == "ok" and response["replyInteractionId"]
+    draft = h.last_notification("alice")
+    assert draft["id"] == response["replyInteractionId"]
+    assert draft["state"] == "ReplyCreated"
+    assert draft["interactionSubType"] == "OutboundReply"
+    assert draft["capabilities"] == SEED_REPLY_CREATED_CAPS
+    eo = draft["email_object"]
+    assert eo["ToAddress"] == "Cee Customer <customer@example.org>"
+    assert eo["CCAddresses"] == "colleague@example.org"  # mailbox itself removed
+    assert eo["FromAddress"] == "support@example.com"
+    assert eo["Subject"] == "Re: Order 42"
+    assert "> Where is my order?" in eo["Text"]  # seed: ReplyAll quotes by default
+    assert eo["InReplyTo"] == "<orig-1@example.org>"
+    assert draft["parentInteractionId"] == iid
+
+
+def test_seed_reply_has_empty_body_by_default(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    r = h.execute(
+        "alice", iid, {"operationName": "Reply", "subjectPrefix": "AW: ", "indentCharacter": "|"}
+    )
+    draft = h.last_notification("alice")
+    assert draft["id"] == r["replyInteractionId"]
+    assert draft["email_object"]["Text"] == ""
+    assert draft["email_object"]["Subject"] == "AW: Order 42"
+    assert draft["email_object"]["CCAddresses"] == ""
+
+
+def test_reply_with_quote_and_start_line(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    h.execute(
+        "alice",
+        iid,
+        {
+            "operationName": "Reply",
+            "quoteOriginal": True,
+            "replyToStartLine": "You wrote:",
+            "indentCharacter": "| ",
+        },
+    )
+    text = h.last_notification("alice")["email_object"]["Text"]
+    assert "You wrote:\n| Where is my order?\n| Thanks" in text
+
+
+def test_full_lifecycle_sends_mail(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft_id = h.execute("alice", iid, {"operationName": "ReplyAll"})["replyInteractionId"]
+    r = h.execute(
+        "alice",
+        draft_id,
+        {
+            "operationName": "Send",
+            "queueName": "Sent",
+            "email_object": {
+                "text": "It ships today.",
+                "bccAddress": ["audit@example.com"],
+            },
+        },
+    )
+    assert r == {"status": "ok"}
+    assert h.last_notification("alice")["state"] == "Sent"
+    assert h.last_notification("alice")["capabilities"] == []
+    (mail,) = h.sent_mail
+    assert mail.message_id.endswith("@interactions.localhost>")
+    assert [a.addr for a in mail.to] == ["customer@example.org"]
+    assert [a.addr for a in mail.bcc] == ["audit@example.com"]
+    assert mail.in_reply_to == "<orig-1@example.org>"
+    assert mail.references == ("<orig-1@example.org>",)
+    assert h.execute("alice", iid, {"operationName": "Complete"}) == {"status": "ok"}
+    assert h.last_notification("alice")["state"] == "Completed"
+    assert h.interaction(iid).current_queue == "Done"
+    assert h.interaction(iid).out_queues == ("Inbound",)
+    assert h.service.list_interactions("alice") == []
+
+
+def test_send_refuses_header_injection_and_foreign_sender(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    bad = h.execute(
+        "alice",
+        draft,
+        {"operationName": "Send", "email_object": {"subject": "hi\r\nBcc: victim@example.net"}},
+    )
+    assert bad["status"] == "error" and "line breaks" in bad["errorDescription"]
+    bad = h.execute(
+        "alice",
+        draft,
+        {"operationName": "Send", "email_object": {"toAddress": "x@example.org\nBcc: y@z.org"}},
+    )
+    assert bad["status"] == "error"
+    spoof = h.execute(
+        "alice", draft, {"operationName": "Send", "email_object": {"fromAddress": "ceo@bank.com"}}
+    )
+    assert spoof["status"] == "error" and "may send from" in spoof["errorDescription"]
+    invalid = h.execute(
+        "alice", draft, {"operationName": "Send", "email_object": {"toAddress": "not an address"}}
+    )
+    assert invalid["status"] == "error" and "not a valid" in invalid["errorDescription"]
+    assert h.sent_mail == []
+
+
+def test_errors_are_clear(h: Harness) -> None:
+    iid = invite(h)
+    r = h.execute("alice", iid, {"operationName": "Dance"})
+    assert r["status"] == "error" and "Unknown operationName 'Dance'" in r["errorDescription"]
+    assert "Accept" in r["errorDescription"]
+    r = h.execute("alice", iid, {})
+    assert "Missing operationName" in r["errorDescription"]
+    r = h.execute("alice", iid, ["Accept"])
+    assert "JSON object" in r["errorDescription"]
+    r = h.execute("alice", iid, {"operationName": "Reply", "quoteOriginal": "maybe", "x": 1})
+    assert "quoteOriginal" in r["errorDescription"] and "x" in r["errorDescription"]
+    r = h.execute("alice", iid, {"operationName": "Send"})
+    assert r["errorDescription"].startswith("Operation Send is not allowed in state Invited")
+    assert "allowed now: Accept, Reject" in r["errorDescription"]
+    r = h.execute("alice", iid, {"operationName": "Transfer"})
+    assert "exactly one target" in r["errorDescription"]
+    r = h.execute("alice", None, {"operationName": "Accept"})
+    assert "needs an interaction id" in r["errorDescription"]
+
+
+def test_other_agents_get_the_same_answer_as_unknown_ids(h: Harness) -> None:
+    iid = invite(h)
+    unknown = h.execute("mallory", "NOPE", {"operationName": "Accept"})
+    foreign = h.execute("mallory", iid, {"operationName": "Accept"})
+    assert foreign == {
+        "status": "error",
+        "errorDescription": unknown["errorDescription"].replace("NOPE", iid),
+    }
+    with pytest.raises(Exception, match="not found"):
+        h.service.get_interaction("mallory", iid)
+    assert h.service.list_interactions("mallory") == []
+
+
+def test_reject_then_offer_elsewhere(h: Harness) -> None:
+    iid = invite(h)
+    assert h.execute("alice", iid, {"operationName": "Reject"}) == {"status": "ok"}
+    note = h.last_notification("alice")
+    assert (note["state"], note["capabilities"]) == ("Rejected", [])
+    assert h.interaction(iid).rejected_by == ("alice",)
+    h.service.offer(iid, "bob")
+    h.drain()
+    assert h.last_notification("bob")["capabilities"] == ["Accept", "Reject"]
+    # alice no longer may act on it
+    r = h.execute("alice", iid, {"operationName": "Accept"})
+    assert r["status"] == "error"
+
+
+def test_revoke_sends_revoked_with_no_capabilities(h: Harness) -> None:
+    iid = invite(h)
+    h.service.revoke(iid)
+    h.drain()
+    note = h.last_notification("alice")
+    assert (note["state"], note["capabilities"]) == ("Revoked", [])
+
+
+def test_transfer_refused_goes_back_with_a_note(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    h.execute("alice", iid, {"operationName": "Transfer", "userUri": "http://x/api/v2/users/bob"})
+    assert h.last_notification("bob")["state"] == "Invited"
+    h.execute("bob", iid, {"operationName": "Reject"})
+    back = h.last_notification("alice")
+    assert back["state"] == "Accepted" and "Reply" in back["capabilities"]
+    assert "bob rejected" in back["userData"]["TransferResult"]
+
+
+def test_transfer_to_unknown_agent_or_self(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    r = h.execute("alice", iid, {"operationName": "Transfer", "agentId": "nobody"})
+    assert r["errorDescription"] == "Agent 'nobody' not found"
+    r = h.execute("alice", iid, {"operationName": "Transfer", "agentId": "alice"})
+    assert "own owner" in r["errorDescription"]
+
+
+def test_workbin_place_and_pull(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    assert h.execute("alice", iid, {"operationName": "PlaceInWorkbin"}) == {"status": "ok"}
+    note = h.last_notification("alice")
+    assert note["state"] == "InWorkbin" and note["capabilities"] == ["PlaceInQueue", "Pull"]
+    with h.store.unit_of_work() as uow:
+        assert [i.id for i in uow.interactions.in_workbin("agent:alice/Personal")] == [iid]
+    assert h.execute("bob", iid, {"operationName": "Pull"})["status"] == "error"
+    assert h.execute("alice", iid, {"operationName": "Pull"}) == {"status": "ok"}
+    assert h.last_notification("alice")["state"] == "Accepted"
+    r = h.execute("alice", iid, {"operationName": "PlaceInWorkbin", "workbinName": "Nope"})
+    assert r["errorDescription"] == "Workbin 'Nope' not found"
+
+
+def test_update_properties_and_comment(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    h.execute(
+        "alice",
+        iid,
+        {"operationName": "UpdateProperties", "userData": {"a": 1, "b": "x"}, "comment": "VIP"},
+    )
+    h.execute("alice", iid, {"operationName": "UpdateProperties", "deleteKeys": ["a"]})
+    note = h.last_notification("alice")
+    assert note["userData"] == {"b": "x"}
+    assert note["email_object"]["TheComment"] == "VIP"
+    r = h.execute("alice", iid, {"operationName": "UpdateProperties", "userData": {"bin": [1]}})
+    assert r["status"] == "error"
+
+
+def test_forward_carries_attachments_and_link_attachment(h: Harness) -> None:
+    from interactions_core.model import Attachment
+
+    iid = invite(h)
+    with h.store.unit_of_work() as uow:
+        i = uow.interactions.get(iid)
+        assert i is not None
+        att = Attachment(id="a1", name="r.pdf", size=3, mimetype="application/pdf")
+        uow.interactions.update(
+            i.model_copy(update={"email": i.email.model_copy(update={"attachments": (att,)})})
+        )
+        uow.commit()
+    h.execute("alice", iid, {"operationName": "Accept"})
+    fwd = h.execute("alice", iid, {"operationName": "Forward", "toAddress": "x@partner.example"})
+    draft = h.last_notification("alice")
+    assert draft["id"] == fwd["replyInteractionId"]
+    assert draft["email_object"]["Subject"] == "Fwd: Order 42"
+    assert [a["id"] for a in draft["email_object"]["attachments"]] == ["a1"]
+    assert draft["email_object"]["InReplyTo"] == ""
+    reply = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    r = h.execute("alice", reply, {"operationName": "LinkAttachment", "attachmentId": "a1"})
+    assert r == {"status": "ok"}
+    assert h.last_notification("alice")["email_object"]["attachments"][0]["name"] == "r.pdf"
+    r = h.execute("alice", reply, {"operationName": "LinkAttachment", "attachmentId": "zz"})
+    assert r["errorDescription"] == "Attachment 'zz' not found"
+
+
+def test_create_email(h: Harness) -> None:
+    r = h.execute(
+        "alice",
+        None,
+        {
+            "operationName": "CreateEmail",
+            "queueName": "Drafts",
+            "interactionType": "Outbound",
+            "interactionSubType": "OutboundNew",
+        },
+    )
+    assert r["status"] == "ok"
+    note = h.last_notification("alice")
+    assert note["id"] == r["replyInteractionId"]
+    assert note["state"] == "ReplyCreated"
+    assert note["interactionType"] == "Outbound"
+    assert note["email_object"]["FromAddress"] == "support@example.com"
+    r = h.execute(
+        "alice",
+        note["id"],
+        {
+            "operationName": "Send",
+            "email_object": {"toAddress": "new@example.org", "subject": "Hello", "text": "Hi"},
+        },
+    )
+    assert r == {"status": "ok"} and h.sent_mail[0].subject == "Hello"
+
+
+def test_cancel_aliases(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    for name in ("CancelReply", "CancelReplyEmail", "Cancel"):
+        draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+        assert h.execute("alice", draft, {"operationName": name}) == {"status": "ok"}
+        assert h.last_notification("alice")["state"] == "Cancelled"
+
+
+def test_transient_failure_retries_then_permanent_failure_notifies(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    h.transport.fail_next = [TransientMailError("421 try later")]
+    h.execute("alice", draft, {"operationName": "Send"})
+    assert h.sent_mail == []
+    h.clock.advance(60)
+    h.drain()
+    assert len(h.sent_mail) == 1
+    draft2 = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    h.transport.fail_next = [PermanentMailError("550 no such user")]
+    h.execute("alice", draft2, {"operationName": "Send"})
+    note = h.last_notification("alice")
+    assert note["id"] == draft2 and note["state"] == "Failed"
+    assert "Send" in note["capabilities"]
+    assert "550" in note["userData"]["DeliveryError"]
+
+
+def test_two_agents_racing_on_one_offer_exactly_one_wins(h: Harness) -> None:
+    """A stale write is a conflict; the retry sees the new state and is refused clearly."""
+    iid = invite(h)
+    with h.store.unit_of_work() as uow1, h.store.unit_of_work() as uow2:
+        a = uow1.interactions.get(iid)
+        b = uow2.interactions.get(iid)
+        assert a is not None and b is not None
+        uow1.interactions.update(a.model_copy(update={"state": "Accepted", "owner": "alice"}))
+        uow2.interactions.update(b.model_copy(update={"state": "Accepted", "owner": "bob"}))
+        uow1.commit()
+        from interactions_core.errors import ConcurrencyConflict
+
+        with pytest.raises(ConcurrencyConflict):
+            uow2.commit()
+    assert h.interaction(iid).owner == "alice"
