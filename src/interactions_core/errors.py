@@ -88,3 +88,9 @@ class ConcurrencyConflict(InteractionsError):
 
 class TooLarge(InteractionsError):
     kind = "too_large"
+
+
+class Unavailable(InteractionsError):
+    """A backing service is busy or down (e.g. the database stayed locked); try again later."""
+
+    kind = "unavailable"

@@ -161,7 +161,11 @@ class Interaction(BaseModel):
     target_agent: str | None = None
     rejected_by: tuple[str, ...] = ()
     last_agent: str | None = None
+    # Last-agent routing: offer to this agent first when they are Ready (a customer's answer).
+    preferred_agent: str | None = None
     failure_reason: str | None = None
+    # Content id of the raw RFC 5322 bytes in the attachment store (inbound mail: never lost).
+    raw_id: str | None = None
 
     @property
     def direction(self) -> Direction:

@@ -125,16 +125,20 @@ class InteractionRepository(Protocol):
         ...
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
-        """Interactions owned by, or offered to, ``agent_id``."""
+        """Interactions owned by, or offered to, ``agent_id``, ordered by (received_at, id)."""
         ...
 
     def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
         """Interactions waiting in ``queue``, oldest first (the routing order)."""
         ...
 
-    def in_workbin(self, workbin: str) -> list[Interaction]: ...
+    def in_workbin(self, workbin: str) -> list[Interaction]:
+        """Interactions in ``workbin``, ordered by (received_at, id)."""
+        ...
 
-    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None: ...
+    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
+        """The first stored interaction with that Message-ID (in ``mailbox`` when given)."""
+        ...
 
 
 class Outbox(Protocol):

@@ -10,9 +10,11 @@ same offer get exactly one winner and one clear refusal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from . import compose, lifecycle
 from .addresses import parse_address_list, refuse_line_breaks
@@ -25,6 +27,7 @@ from .errors import (
     OperationNotAllowed,
     Refused,
 )
+from .ingest import Envelope, IngestLimits, MessageRefused, parse_message
 from .lifecycle import State
 from .model import (
     Address,
@@ -55,19 +58,24 @@ from .operations import (
     parse_operation,
 )
 from .ports import (
+    TOPIC_WORKBINS,
     Agent,
     AgentDirectory,
     AttachmentStore,
     Clock,
     IdGenerator,
+    InteractionRepository,
     Notification,
+    Outbox,
     OutgoingMail,
+    RawMessage,
     Store,
     UnitOfWork,
 )
 
 PERSONAL_WORKBIN_PREFIX = "agent:"
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,24 @@ class ServiceConfig:
     shared_workbins: Mapping[str, frozenset[str]] = field(default_factory=dict)
     max_references: int = compose.MAX_REFERENCES
     max_conflict_retries: int = 3
+    # Mailbox address (any case) -> the queue its mail waits in; others go to default_queue.
+    mailbox_queues: Mapping[str, str] = field(default_factory=dict)
+    # Automatic mail (RFC 3834: auto-replies, bulk, lists, bounces) waits here, never answered.
+    automatic_queue: str = "Automatic"
+    ingest_limits: IngestLimits = field(default_factory=IngestLimits)
     # Extra addresses that are never recipients of a reply-all (system, no-reply...).
     system_addresses: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What became of an inbound message."""
+
+    interaction_id: str
+    duplicate: bool = False  # the same Message-ID was already ingested into this mailbox
+    automatic: str | None = None
+    problems: tuple[str, ...] = ()
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +152,8 @@ class InteractionService:
         self._builtin_queues = frozenset(
             {c.draft_queue, c.sent_queue, c.done_queue, c.default_queue}
         )
+        self._mailbox_queues = {k.casefold(): v for k, v in self.config.mailbox_queues.items()}
+        self._listeners: list[Callable[[Sequence[Interaction]], None]] = []
         self._handlers: dict[str, Callable[[UnitOfWork, Agent, Interaction, Any], str | None]] = {
             "Accept": self._accept,
             "Reject": self._reject,
@@ -221,6 +247,28 @@ class InteractionService:
         found.sort(key=lambda i: (i.received_at, i.id))
         return [self.view_for(agent.id, i).to_wire() for i in found]
 
+    def workbins(self, agent_id: str) -> list[dict[str, Any]]:
+        """``GET /me/workbins``: the workbins this agent may use (GWS ``GetWorkbinTypesInfo``)."""
+        agent = self._agent(agent_id)
+        personal = [
+            {"workbinId": self.resolve_workbin(agent.id, n), "workbinName": n, "shared": False}
+            for n in self.config.personal_workbins
+        ]
+        shared = [
+            {"workbinId": n, "workbinName": n, "shared": True}
+            for n in self.config.shared_workbins
+            if self._workbin_access(agent.id, n)
+        ]
+        return personal + shared
+
+    def workbin_content(self, agent_id: str, workbin_name: str) -> list[dict[str, Any]]:
+        """The interactions in one of the agent's workbins, oldest first (wire form)."""
+        agent = self._agent(agent_id)
+        workbin = self.resolve_workbin(agent.id, workbin_name)
+        with self.store.unit_of_work() as uow:
+            found = uow.interactions.in_workbin(workbin)
+        return [self.view_for(agent.id, i).to_wire() for i in found]
+
     def allowed_operations(self, agent_id: str, interaction: Interaction) -> tuple[str, ...]:
         """Capabilities for this agent: the machine's, when the agent is the one entitled."""
         if not self._entitled(agent_id, interaction):
@@ -270,6 +318,90 @@ class InteractionService:
             return uow.interactions.add(interaction)
 
         return self._in_transaction(run)
+
+    def ingest(
+        self, raw: bytes, *, envelope: Envelope | None = None, mailbox: str | None = None
+    ) -> IngestResult:
+        """An inbound RFC 5322 message becomes a waiting ``InboundNew`` interaction.
+
+        The raw bytes are stored first (nothing is lost, even when parsing finds problems).
+        Re-ingesting a Message-ID into the same mailbox returns the existing interaction. A
+        customer's answer to a mail we sent is linked to it (parent, contact) and prefers the
+        agent who handled it. Automatic mail is flagged and parked in ``automatic_queue``.
+        Raises ``MessageRefused`` only for a message over the size limit.
+        """
+        limits = self.config.ingest_limits
+        if len(raw) > limits.max_message_bytes:
+            raise MessageRefused(
+                f"message of {len(raw)} bytes exceeds the limit of {limits.max_message_bytes}",
+                kind="too_large",
+            )
+        raw_id = self.attachments.put(raw)
+        parsed = parse_message(raw, envelope=envelope, attachments=self.attachments, limits=limits)
+        email = parsed.email
+        box = (mailbox or self._mailbox_of(email, envelope)).casefold()
+        queue = self._mailbox_queues.get(box, self.config.default_queue)
+        user_data: dict[str, Any] = dict(parsed.user_data)
+        if parsed.automatic:
+            queue = self.config.automatic_queue
+        now = self.clock.now()
+
+        def run(uow: UnitOfWork) -> IngestResult:
+            if email.message_id:
+                existing = uow.interactions.by_message_id(email.message_id, box)
+                if existing is not None and existing.direction is Direction.INBOUND:
+                    return IngestResult(existing.id, duplicate=True, parent_id=existing.parent_id)
+            parent = self._answered(uow, email)
+            interaction = Interaction(
+                id=self.ids.interaction_id(),
+                state=lifecycle.fire("Ingest", State.NEW),
+                interaction_subtype=(
+                    SubType.INBOUND_CUSTOMER_REPLY if parent else SubType.INBOUND_NEW
+                ),
+                mailbox=box,
+                email=email,
+                user_data=user_data,
+                contact_id=(
+                    parent.contact_id
+                    if parent and parent.contact_id
+                    else (email.from_.addr.casefold() if email.from_ else "")
+                ),
+                current_queue=queue,
+                in_queues=(queue,),
+                received_at=now,
+                parent_id=parent.id if parent else None,
+                preferred_agent=parent.last_agent if parent and not parsed.automatic else None,
+                raw_id=raw_id,
+            )
+            stored = uow.interactions.add(interaction)
+            return IngestResult(
+                stored.id,
+                automatic=parsed.automatic,
+                problems=parsed.problems,
+                parent_id=stored.parent_id,
+            )
+
+        return self._in_transaction(run)
+
+    def _mailbox_of(self, email: EmailContent, envelope: Envelope | None) -> str:
+        """The mailbox a message was delivered to: a known envelope recipient, else To/Cc."""
+        candidates = [*(envelope.rcpt_tos if envelope else ()), *(a.addr for a in email.to)]
+        candidates += [a.addr for a in email.cc]
+        for address in candidates:
+            if address.casefold() in self._mailbox_queues:
+                return address
+        return candidates[0] if candidates else ""
+
+    def _answered(self, uow: UnitOfWork, email: EmailContent) -> Interaction | None:
+        """The outbound interaction this mail answers (In-Reply-To, then References newest
+        first), when it is one of ours."""
+        ids = [email.in_reply_to] if email.in_reply_to else []
+        ids += reversed(email.references)
+        for message_id in ids:
+            found = uow.interactions.by_message_id(message_id)
+            if found is not None and found.direction is Direction.OUTBOUND:
+                return found
+        return None
 
     def offer(self, interaction_id: str, agent_id: str, returns_to: str | None = None) -> None:
         """Offer a waiting interaction to one agent: an ``Invited`` notification (router)."""
@@ -333,6 +465,8 @@ class InteractionService:
                     "offer": None,
                     "rejected_by": (),
                     "target_agent": None,
+                    "required_skill": None,
+                    "preferred_agent": None,
                 }
             )
         )
@@ -586,6 +720,7 @@ class InteractionService:
             )
         )
         self._notify(uow, agent.id, changed)
+        self._notify_workbin(uow, workbin, changed, "PlaceInWorkbin")
 
     def _pull(self, uow: UnitOfWork, agent: Agent, i: Interaction, op: Pull) -> None:
         state = lifecycle.fire("Pull", i.state, outbound=i.direction is Direction.OUTBOUND)
@@ -595,6 +730,8 @@ class InteractionService:
             )
         )
         self._notify(uow, agent.id, changed)
+        assert i.workbin is not None
+        self._notify_workbin(uow, i.workbin, changed, "Pull")
 
     def _update_properties(
         self, uow: UnitOfWork, agent: Agent, i: Interaction, op: UpdateProperties
@@ -647,14 +784,30 @@ class InteractionService:
         attempts = self.config.max_conflict_retries + 1
         for attempt in range(attempts):
             try:
-                with self.store.unit_of_work() as uow:
+                with self.store.unit_of_work() as inner:
+                    uow = _TrackedUnitOfWork(inner)
                     result = run(uow)
-                    uow.commit()
-                    return result
+                    inner.commit()
             except ConcurrencyConflict:
                 if attempt == attempts - 1:
                     raise
+                continue
+            if uow.changed:
+                self._after_commit(list(uow.changed.values()))
+            return result
         raise AssertionError("unreachable")
+
+    def subscribe(self, listener: Callable[[Sequence[Interaction]], None]) -> None:
+        """Call ``listener`` after every commit with the interactions it changed (the router
+        keeps its indexes this way). A failing listener is logged, never undoes the commit."""
+        self._listeners.append(listener)
+
+    def _after_commit(self, changed: Sequence[Interaction]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(changed)
+            except Exception:
+                _log.exception("commit listener %r failed", listener)
 
     def _agent(self, agent_id: str) -> Agent:
         agent = self.agents.get(agent_id)
@@ -753,9 +906,98 @@ class InteractionService:
             raise Refused(f"{sender.addr} is not a mailbox this agent may send from")
         return sender
 
+    def _notify_workbin(self, uow: UnitOfWork, workbin: str, i: Interaction, change: str) -> None:
+        """``/me/workbins``: every agent who can see the workbin learns its content changed."""
+        if workbin.startswith(PERSONAL_WORKBIN_PREFIX):
+            audience = [workbin[len(PERSONAL_WORKBIN_PREFIX) :].split("/", 1)[0]]
+        else:
+            members = self.config.shared_workbins.get(workbin, frozenset())
+            audience = sorted(members) if members else [a.id for a in self.agents.agents()]
+        for agent_id in audience:
+            uow.outbox.add_notification(
+                Notification(
+                    agent_id=agent_id,
+                    topic=TOPIC_WORKBINS,
+                    payload=RawMessage(
+                        data={
+                            "messageTypeName": "WorkbinContentChanged",
+                            "workbinId": workbin,
+                            "change": change,
+                            "interactionId": i.id,
+                            "state": i.state,
+                        }
+                    ),
+                )
+            )
+
     def _notify(
         self, uow: UnitOfWork, agent_id: str, interaction: Interaction, state: str | None = None
     ) -> None:
         uow.outbox.add_notification(
             Notification(agent_id=agent_id, payload=self.view_for(agent_id, interaction, state))
         )
+
+
+class _TrackedRepository:
+    """Delegates to the store's repository and remembers what the transaction wrote."""
+
+    def __init__(self, inner: InteractionRepository, changed: dict[str, Interaction]) -> None:
+        self._inner = inner
+        self._changed = changed
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        return self._inner.get(interaction_id)
+
+    def add(self, interaction: Interaction) -> Interaction:
+        stored = self._inner.add(interaction)
+        self._changed[stored.id] = stored
+        return stored
+
+    def update(self, interaction: Interaction) -> Interaction:
+        stored = self._inner.update(interaction)
+        self._changed[stored.id] = stored
+        return stored
+
+    def for_agent(self, agent_id: str) -> list[Interaction]:
+        return self._inner.for_agent(agent_id)
+
+    def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
+        return self._inner.in_queue(queue, limit)
+
+    def in_workbin(self, workbin: str) -> list[Interaction]:
+        return self._inner.in_workbin(workbin)
+
+    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
+        return self._inner.by_message_id(message_id, mailbox)
+
+
+class _TrackedUnitOfWork:
+    def __init__(self, inner: UnitOfWork) -> None:
+        self._inner = inner
+        self.changed: dict[str, Interaction] = {}
+        self._repository = _TrackedRepository(inner.interactions, self.changed)
+
+    @property
+    def interactions(self) -> InteractionRepository:
+        return self._repository
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._inner.outbox
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def commit(self) -> None:
+        self._inner.commit()
+
+    def rollback(self) -> None:
+        self._inner.rollback()

@@ -20,12 +20,14 @@ from types import TracebackType
 from typing import Any, Self
 
 from .addresses import parse_address_list
-from .errors import ConcurrencyConflict
+from .errors import ConcurrencyConflict, TooLarge
 from .ids import SystemClock
+from .ingest import Envelope
 from .lifecycle import WAITING_STATES
 from .model import EmailContent, Interaction
 from .outbox import RetryPolicy, drain_mail, drain_notifications
 from .ports import (
+    TOPIC_INTERACTIONS,
     Agent,
     Clock,
     MailEntry,
@@ -34,7 +36,8 @@ from .ports import (
     PermanentMailError,
     TransientMailError,
 )
-from .service import InteractionService, ServiceConfig
+from .routing import Router, RoutingConfig
+from .service import IngestResult, InteractionService, ServiceConfig
 
 # --------------------------------------------------------------------------- store
 
@@ -167,11 +170,13 @@ class _Repository:
         return list(merged.values())
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
-        return [
+        found = [
             i
             for i in self._visible_rows()
             if i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id)
         ]
+        found.sort(key=lambda i: (i.received_at, i.id))
+        return found
 
     def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
         found = [
@@ -249,7 +254,7 @@ class InMemoryAttachmentStore:
 
     def put(self, data: bytes) -> str:
         if len(data) > self.max_size:
-            raise ValueError(f"attachment of {len(data)} bytes exceeds {self.max_size}")
+            raise TooLarge(f"attachment of {len(data)} bytes exceeds the limit of {self.max_size}")
         content_id = hashlib.sha256(data).hexdigest()
         self._blobs.setdefault(content_id, bytes(data))
         return content_id
@@ -378,6 +383,7 @@ class Harness:
         config: ServiceConfig | None = None,
         clock: ManualClock | None = None,
         retry_policy: RetryPolicy | None = None,
+        routing: RoutingConfig | None = None,
     ) -> None:
         self.clock = clock or ManualClock()
         self.store = InMemoryStore(self.clock)
@@ -390,10 +396,12 @@ class Harness:
         self.service = InteractionService(
             self.store, self.directory, self.attachments, self.clock, self.ids, config
         )
+        self.router = Router(self.service, routing)
 
     def execute(self, agent_id: str, interaction_id: str | None, body: Any) -> dict[str, Any]:
         """Run a wire body for an agent; then drain the outbox like the server does."""
         response = self.service.execute_wire(agent_id, interaction_id, body)
+        self.router.route()
         self.drain()
         return response
 
@@ -410,8 +418,32 @@ class Harness:
         interaction = self.service.receive(email, mailbox=box, queue=queue)
         if offer_to is not None:
             self.service.offer(interaction.id, offer_to)
+        else:
+            self.router.route()
         self.drain()
         return interaction.id
+
+    def ingest(
+        self, raw: bytes, *, envelope: Envelope | None = None, mailbox: str | None = None
+    ) -> IngestResult:
+        """Ingest raw RFC 5322 bytes as the SMTP receiver would, then route and drain."""
+        result = self.service.ingest(raw, envelope=envelope, mailbox=mailbox)
+        self.router.route()
+        self.drain()
+        return result
+
+    def set_channel(self, agent_id: str, operation: str = "Ready") -> dict[str, Any]:
+        """``POST /me/channels/email`` with ``{"operationName": operation}``."""
+        response = self.router.set_channel_state(agent_id, "email", {"operationName": operation})
+        self.drain()
+        return response
+
+    def tick(self, seconds: float = 0) -> None:
+        """Let time pass, then run the router's timers (offer timeouts) and route."""
+        if seconds:
+            self.clock.advance(seconds)
+        self.router.tick()
+        self.drain()
 
     def drain(self) -> None:
         drain_notifications(self.store, self.notifier)
@@ -427,8 +459,9 @@ class Harness:
     def notifications(self, agent_id: str, topic: str | None = None) -> list[dict[str, Any]]:
         return self.notifier.for_agent(agent_id, topic)
 
-    def last_notification(self, agent_id: str) -> dict[str, Any]:
-        return self.notifications(agent_id)[-1]
+    def last_notification(self, agent_id: str, topic: str = TOPIC_INTERACTIONS) -> dict[str, Any]:
+        """The latest notification on ``topic`` (default: ``/me/interactions``)."""
+        return self.notifications(agent_id, topic)[-1]
 
     @property
     def sent_mail(self) -> list[OutgoingMail]:

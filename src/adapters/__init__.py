@@ -1,0 +1,1 @@
+"""Adapters: the I/O around the pure core (storage, mail, CometD, HTTP, server)."""

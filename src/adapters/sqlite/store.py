@@ -1,0 +1,520 @@
+"""The SQLite store: the ``Store`` / ``UnitOfWork`` ports on the stdlib ``sqlite3`` module.
+
+Semantics are exactly ``interactions_core.testing.InMemoryStore``'s (the contract suite in
+``tests/store`` proves it):
+
+* A unit of work *stages* its writes in memory; reads inside it see the committed data with the
+  staged changes on top (read-your-writes). Reads outside a write run in autocommit mode, each
+  statement on the latest committed snapshot (read committed, like the in-memory store).
+* ``commit`` runs one ``BEGIN IMMEDIATE`` transaction holding every changed interaction and
+  every outbox entry. Each update is ``UPDATE ... WHERE id = ? AND version = ?``; a row count of
+  0 is a ``ConcurrencyConflict`` carrying the version actually stored, and nothing of the unit
+  of work is written. So a stale write is refused, never lost.
+* No Python code runs while the write lock is held: only the statements of the commit. Writers
+  of this process queue on a ``threading.Lock`` (immediate hand-over); writers of other
+  processes wait in SQLite's busy handler up to ``busy_timeout``.
+* Notifications and mail share one outbox table whose ``AUTOINCREMENT`` key is the one strictly
+  increasing sequence; within a commit, notifications are numbered before mail.
+
+Connections: one per thread (``threading.local``), opened on first use with WAL, the configured
+``synchronous`` level, ``busy_timeout`` and ``foreign_keys=ON``. A unit of work holds no
+connection, so it may be created in one thread and used in another (never concurrently).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+from interactions_core.errors import ConcurrencyConflict, Unavailable
+from interactions_core.ids import SystemClock
+from interactions_core.lifecycle import WAITING_STATES
+from interactions_core.model import Interaction
+from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail, RawMessage
+
+from .migrations import migrate, waiting_predicate
+
+if TYPE_CHECKING:
+    from interactions_core.ports import Store, UnitOfWork
+
+SYNCHRONOUS_LEVELS: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_NEW_POSITION: Final = 2**62  # after every stored row: staged rows not yet in the database
+
+# ----------------------------------------------------------------------------- SQL
+
+_COLUMNS: Final = (
+    "version, state, owner, offer_agent, current_queue, workbin, mailbox, message_id,"
+    " received_us, data"
+)
+_INSERT: Final = (
+    f"INSERT INTO interactions (id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE: Final = (
+    "UPDATE interactions SET version = ?, state = ?, owner = ?, offer_agent = ?,"
+    " current_queue = ?, workbin = ?, mailbox = ?, message_id = ?, received_us = ?, data = ?"
+    " WHERE id = ? AND version = ?"
+)
+_GET: Final = "SELECT data FROM interactions WHERE id = ?"
+_VERSION: Final = "SELECT version FROM interactions WHERE id = ?"
+_FOR_AGENT: Final = (
+    "SELECT data FROM interactions WHERE owner = ? OR offer_agent = ? ORDER BY received_us, id"
+)
+_IN_WORKBIN: Final = "SELECT data FROM interactions WHERE workbin = ? ORDER BY received_us, id"
+_BY_MESSAGE_ID: Final = "SELECT pos, id, data FROM interactions WHERE message_id = ?"
+_INSERT_NOTIFICATION: Final = (
+    "INSERT INTO outbox (kind, agent_id, topic, payload, queued_at)"
+    " VALUES ('notification', ?, ?, ?, ?)"
+)
+_INSERT_MAIL: Final = (
+    "INSERT INTO outbox (kind, interaction_id, payload, queued_at, next_attempt_at, due_us)"
+    " VALUES ('mail', ?, ?, ?, ?, ?)"
+)
+
+
+def in_queue_sql(states: frozenset[str] = WAITING_STATES) -> str:
+    """The routing query; its WHERE repeats the partial index's term so the index is used."""
+    return (
+        "SELECT data FROM interactions"
+        f" WHERE current_queue = ? AND {waiting_predicate(states)}"
+        " ORDER BY received_us, id LIMIT ?"
+    )
+
+
+_IN_QUEUE: Final = in_queue_sql()
+
+
+def to_micros(when: datetime) -> int:
+    """Microseconds since the epoch, UTC; a naive datetime is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def row_values(i: Interaction) -> tuple[Any, ...]:
+    """The column values of ``interaction`` in ``_COLUMNS`` order (the document last)."""
+    return (
+        i.version,
+        i.state,
+        i.owner,
+        i.offer.agent_id if i.offer is not None else None,
+        i.current_queue,
+        i.workbin,
+        i.mailbox,
+        i.email.message_id,
+        to_micros(i.received_at),
+        i.model_dump_json(),
+    )
+
+
+def _load(data: str) -> Interaction:
+    # Stored documents were valid when written: no address re-validation happens here.
+    return Interaction.model_validate_json(data)
+
+
+# ----------------------------------------------------------------------------- store
+
+
+class _Connection:
+    """A thread's connection; closed when its thread ends (the thread-local dies) or at close."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with suppress(Exception):  # best effort, e.g. at interpreter shutdown
+            self.conn.close()
+
+
+class SqliteStore:
+    """Store + outbox in one SQLite database file (WAL mode)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        """Open (creating and migrating as needed) the database at ``path``.
+
+        ``synchronous``: ``NORMAL`` (default: a process crash loses nothing, a power cut may
+        lose the last transactions but never corrupts) or ``FULL`` / ``EXTRA`` (every commit
+        is fsynced). ``busy_timeout``: seconds a writer waits for another process's write lock.
+        """
+        text = os.fspath(path)
+        if text == ":memory:" or text.startswith("file::memory:") or not text:
+            raise ValueError("SqliteStore needs a file: each thread opens its own connection")
+        level = synchronous.upper()
+        if level not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
+        if busy_timeout < 0:
+            raise ValueError("busy_timeout must be >= 0 seconds")
+        self.path = Path(text)
+        self.synchronous = level
+        self.busy_timeout = busy_timeout
+        self._clock: Clock = clock or SystemClock()
+        self._local = threading.local()
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._registry_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        conn = self.connection()
+        with self._write_lock:
+            migrate(conn)
+
+    # -- connections
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit mode: transactions are explicit)."""
+        holder: _Connection | None = getattr(self._local, "holder", None)
+        if holder is not None:
+            return holder.conn
+        if self._closed:
+            raise sqlite3.ProgrammingError("the store is closed")
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,  # only so close() may close it; used by its thread only
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"could not enable WAL (journal_mode={mode})")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        holder = _Connection(conn)
+        self._local.holder = holder
+        with self._registry_lock:
+            self._open.add(holder)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection of this store (call at shutdown, with no work in flight)."""
+        self._closed = True
+        with self._registry_lock:
+            holders = list(self._open)
+            self._open.clear()
+        for holder in holders:
+            holder.conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
+        conn = self.connection()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                # Another process held the write lock past busy_timeout: a clear, retryable
+                # error instead of a driver exception.
+                raise Unavailable(f"the database is busy ({exc}); try again") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    # -- the ports
+    def unit_of_work(self) -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(self)
+
+    def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
+        rows = self.connection().execute(
+            "SELECT seq, agent_id, topic, payload FROM outbox INDEXED BY ix_outbox_notifications"
+            " WHERE kind = 'notification' AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [
+            Notification(
+                agent_id=agent_id,
+                topic=topic,
+                payload=RawMessage.model_construct(data=json.loads(payload)),
+                seq=seq,
+            )
+            for seq, agent_id, topic, payload in rows
+        ]
+
+    def mark_notifications_done(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "DELETE FROM outbox WHERE seq = ? AND kind = 'notification'",
+                [(s,) for s in seqs],
+            )
+
+    def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]:
+        rows = self.connection().execute(
+            "SELECT seq, payload, queued_at, attempts, next_attempt_at, last_error"
+            " FROM outbox INDEXED BY ix_outbox_mail_due"
+            " WHERE kind = 'mail' AND status = 'pending' AND due_us <= ?"
+            " ORDER BY seq LIMIT ?",
+            (to_micros(due_before), limit),
+        )
+        return [
+            MailEntry(
+                seq=seq,
+                mail=OutgoingMail.model_validate_json(payload),
+                queued_at=datetime.fromisoformat(queued_at),
+                attempts=attempts,
+                next_attempt_at=datetime.fromisoformat(next_attempt_at),
+                last_error=last_error,
+            )
+            for seq, payload, queued_at, attempts, next_attempt_at, last_error in rows
+        ]
+
+    def mark_mail_sent(self, seq: int) -> None:
+        self._finish_mail(seq, "sent", None)
+
+    def mark_mail_failed(self, seq: int, error: str) -> None:
+        self._finish_mail(seq, "failed", error)
+
+    def reschedule_mail(self, seq: int, next_attempt_at: datetime, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, due_us = ?,"
+                " last_error = ? WHERE seq = ? AND kind = 'mail' AND status = 'pending'",
+                (next_attempt_at.isoformat(), to_micros(next_attempt_at), error, seq),
+            )
+
+    def _finish_mail(self, seq: int, status: str, error: str | None) -> None:
+        # Kept (not deleted) as the delivery record; only pending entries change.
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = ?, last_error = COALESCE(?, last_error), done_at = ?"
+                " WHERE seq = ? AND kind = 'mail' AND status = 'pending'",
+                (status, error, self._clock.now().isoformat(), seq),
+            )
+
+    # -- used by the unit of work
+    def _get(self, interaction_id: str) -> Interaction | None:
+        row = self.connection().execute(_GET, (interaction_id,)).fetchone()
+        return None if row is None else _load(row[0])
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Interaction]:
+        return [_load(data) for (data,) in self.connection().execute(sql, params)]
+
+    def _commit(
+        self,
+        expected: dict[str, int | None],
+        rows: dict[str, Interaction],
+        notifications: list[tuple[str, str, str]],
+        mail: list[OutgoingMail],
+    ) -> None:
+        now = self._clock.now()
+        queued_at = now.isoformat()
+        due = to_micros(now)
+        # Everything serialisable is prepared before the lock is taken.
+        values = {iid: row_values(rows[iid]) for iid in expected}
+        mail_rows = [
+            (m.interaction_id, m.model_dump_json(), queued_at, queued_at, due) for m in mail
+        ]
+        with self._write() as conn:
+            for iid, version in expected.items():
+                if version is None:
+                    try:
+                        conn.execute(_INSERT, (iid, *values[iid]))
+                    except sqlite3.IntegrityError:
+                        actual = _version(conn, iid)
+                        if actual is None:
+                            raise  # not a duplicate id: a real constraint violation
+                        raise ConcurrencyConflict(iid, 0, actual) from None
+                elif conn.execute(_UPDATE, (*values[iid], iid, version)).rowcount != 1:
+                    raise ConcurrencyConflict(iid, version, _version(conn, iid))
+            if notifications:
+                conn.executemany(
+                    _INSERT_NOTIFICATION,
+                    [(agent, topic, payload, queued_at) for agent, topic, payload in notifications],
+                )
+            if mail_rows:
+                conn.executemany(_INSERT_MAIL, mail_rows)
+
+
+def _version(conn: sqlite3.Connection, interaction_id: str) -> int | None:
+    row = conn.execute(_VERSION, (interaction_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+# ----------------------------------------------------------------------------- unit of work
+
+
+class SqliteInteractions:
+    """The repository of one unit of work: the database with the staged changes on top."""
+
+    def __init__(self, uow: SqliteUnitOfWork) -> None:
+        self._uow = uow
+        self._store = uow._store
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        staged = self._uow._rows.get(interaction_id)
+        return staged if staged is not None else self._store._get(interaction_id)
+
+    def add(self, interaction: Interaction) -> Interaction:
+        if self.get(interaction.id) is not None:
+            raise ConcurrencyConflict(interaction.id, 0, 1)
+        stored = interaction.model_copy(update={"version": 1})
+        self._uow._expected[interaction.id] = None  # must still not exist at commit
+        self._uow._rows[interaction.id] = stored
+        return stored
+
+    def update(self, interaction: Interaction) -> Interaction:
+        iid = interaction.id
+        staged = self._uow._rows.get(iid)
+        if staged is not None:
+            if staged.version != interaction.version:
+                raise ConcurrencyConflict(iid, interaction.version, staged.version)
+        elif iid not in self._uow._expected:
+            self._uow._expected[iid] = interaction.version
+        stored = interaction.model_copy(update={"version": interaction.version + 1})
+        self._uow._rows[iid] = stored
+        return stored
+
+    def _merged(
+        self,
+        found: list[Interaction],
+        matches: Callable[[Interaction], bool],
+        limit: int | None = None,
+    ) -> list[Interaction]:
+        """``found`` (from the database, in order) with the staged rows applied, re-sorted."""
+        staged = self._uow._rows
+        if not staged:
+            return found if limit is None else found[:limit]
+        merged = [i for i in found if i.id not in staged]
+        merged.extend(i for i in staged.values() if matches(i))
+        merged.sort(key=lambda i: (to_micros(i.received_at), i.id))
+        return merged if limit is None else merged[:limit]
+
+    def for_agent(self, agent_id: str) -> list[Interaction]:
+        return self._merged(
+            self._store._query(_FOR_AGENT, (agent_id, agent_id)),
+            lambda i: i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id),
+        )
+
+    def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
+        # Staged rows may displace database rows: fetch enough to cover them.
+        fetch = -1 if limit is None else max(limit, 0) + len(self._uow._rows)
+        return self._merged(
+            self._store._query(_IN_QUEUE, (queue, fetch)),
+            lambda i: i.current_queue == queue and i.state in WAITING_STATES,
+            limit,
+        )
+
+    def in_workbin(self, workbin: str) -> list[Interaction]:
+        return self._merged(
+            self._store._query(_IN_WORKBIN, (workbin,)), lambda i: i.workbin == workbin
+        )
+
+    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
+        """The first stored (insertion order) interaction with this Message-ID."""
+        conn = self._store.connection()
+        if mailbox is None:
+            cursor = conn.execute(_BY_MESSAGE_ID + " ORDER BY pos", (message_id,))
+        else:
+            cursor = conn.execute(
+                _BY_MESSAGE_ID + " AND mailbox = ? ORDER BY pos", (message_id, mailbox)
+            )
+        found = cursor.fetchall()
+        staged = self._uow._rows
+        if not staged:
+            return _load(found[0][2]) if found else None
+        # A staged row keeps the position of its stored row; new rows come last, in order.
+        candidates = [(pos, _load(data)) for pos, iid, data in found if iid not in staged]
+        for n, i in enumerate(staged.values()):
+            if i.email.message_id == message_id and (mailbox is None or i.mailbox == mailbox):
+                row = conn.execute("SELECT pos FROM interactions WHERE id = ?", (i.id,)).fetchone()
+                candidates.append((int(row[0]) if row is not None else _NEW_POSITION + n, i))
+        return min(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+class SqliteOutbox:
+    def __init__(self, uow: SqliteUnitOfWork) -> None:
+        self._uow = uow
+
+    def add_notification(self, notification: Notification) -> None:
+        # Serialised now, so a payload that is not JSON fails in the operation that made it.
+        payload = json.dumps(notification.to_wire(), ensure_ascii=False, separators=(",", ":"))
+        self._uow._notifications.append((notification.agent_id, notification.topic, payload))
+
+    def add_mail(self, mail: OutgoingMail) -> None:
+        self._uow._mail.append(mail)
+
+
+class SqliteUnitOfWork:
+    """One transaction: staged here, written by ``commit`` in one ``BEGIN IMMEDIATE``."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._reset()
+        self._interactions = SqliteInteractions(self)
+        self._outbox = SqliteOutbox(self)
+
+    @property
+    def interactions(self) -> SqliteInteractions:
+        return self._interactions
+
+    @property
+    def outbox(self) -> SqliteOutbox:
+        return self._outbox
+
+    def _reset(self) -> None:
+        self._rows: dict[str, Interaction] = {}
+        self._expected: dict[str, int | None] = {}
+        self._notifications: list[tuple[str, str, str]] = []
+        self._mail: list[OutgoingMail] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()
+
+    def commit(self) -> None:
+        if self._expected or self._notifications or self._mail:
+            self._store._commit(self._expected, self._rows, self._notifications, self._mail)
+        self._reset()
+
+    def rollback(self) -> None:
+        self._reset()
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: SqliteStore, uow: SqliteUnitOfWork) -> tuple[Store, UnitOfWork]:
+        return store, uow

@@ -1,0 +1,712 @@
+"""The store contract: ONE test case every ``Store`` implementation must pass.
+
+In the style of ``pyeventsourcing/eventsourcing``'s recorder test cases: a backend's test module
+subclasses ``StoreContract`` and implements ``make_store`` (and ``close_store`` when it holds
+resources)::
+
+    class TestPostgresStore(StoreContract):
+        def make_store(self, clock: ManualClock) -> Store:
+            return PostgresStore(dsn, clock=clock)
+
+The reference semantics are ``interactions_core.testing.InMemoryStore``'s. Nothing here is
+timed: concurrency is forced with barriers, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interactions_core.errors import ConcurrencyConflict, OperationNotAllowed
+from interactions_core.model import (
+    Address,
+    Attachment,
+    EmailContent,
+    Interaction,
+    Offer,
+)
+from interactions_core.operations import parse_operation
+from interactions_core.ports import (
+    TOPIC_WORKBINS,
+    Agent,
+    Notification,
+    OutgoingMail,
+    RawMessage,
+    Store,
+)
+from interactions_core.service import InteractionService
+from interactions_core.testing import (
+    InMemoryAgentDirectory,
+    InMemoryAttachmentStore,
+    ManualClock,
+    SequentialIds,
+    inbound_email,
+)
+
+T0 = ManualClock().now()
+
+
+def interaction(iid: str, minute: int = 0, **fields: Any) -> Interaction:
+    """A queued inbound interaction received ``minute`` minutes after T0."""
+    values: dict[str, Any] = {
+        "id": iid,
+        "state": "Queued",
+        "mailbox": "support@example.com",
+        "current_queue": "Inbound",
+        "in_queues": ("Inbound",),
+        "received_at": T0 + timedelta(minutes=minute),
+        "email": EmailContent(
+            from_=Address(addr="bob@example.org", name="Bob"),
+            to=(Address(addr="support@example.com"),),
+            subject=f"Subject {iid}",
+            text="It broke.",
+            message_id=f"<{iid}@example.org>",
+        ),
+    }
+    values.update(fields)
+    return Interaction(**values)
+
+
+def mail(interaction_id: str, n: int = 1) -> OutgoingMail:
+    return OutgoingMail(
+        interaction_id=interaction_id,
+        mailbox="support@example.com",
+        from_=Address(addr="support@example.com", name="Support"),
+        to=(Address(addr="bob@example.org", name="Bob Ünicode"),),
+        cc=(Address(addr="carol@example.org"),),
+        subject=f"Re: help {n}",
+        text="Fixed.",
+        html="<p>Fixed.</p>",
+        message_id=f"<m{n}@interactions.localhost>",
+        in_reply_to="<orig@example.org>",
+        references=("<root@example.org>", "<orig@example.org>"),
+        date=T0,
+        attachments=(Attachment(id="a" * 64, name="log.txt", size=3, mimetype="text/plain"),),
+    )
+
+
+def note(agent_id: str, text: str = "hello", topic: str | None = None) -> Notification:
+    payload = RawMessage(data={"messageTypeName": "Test", "text": text})
+    if topic is None:
+        return Notification(agent_id=agent_id, payload=payload)
+    return Notification(agent_id=agent_id, topic=topic, payload=payload)
+
+
+class StoreContract(ABC):
+    """Subclass and implement ``make_store``; every ``test_*`` method then runs for it."""
+
+    store: Store
+    clock: ManualClock
+    tmp_path: Path
+
+    @abstractmethod
+    def make_store(self, clock: ManualClock) -> Store:
+        """A new, empty store using ``clock`` for outbox timestamps (``self.tmp_path`` is set)."""
+
+    def close_store(self, store: Store) -> None:
+        """Release the store's resources (default: ``store.close()`` when it has one)."""
+        close: Callable[[], None] | None = getattr(store, "close", None)
+        if close is not None:
+            close()
+
+    @pytest.fixture(autouse=True)
+    def _store(self, tmp_path: Path) -> Iterator[None]:
+        self.tmp_path = tmp_path
+        self.clock = ManualClock()
+        self.store = self.make_store(self.clock)
+        yield
+        self.close_store(self.store)
+
+    # ------------------------------------------------------------------ helpers
+
+    def add(self, *items: Interaction) -> list[Interaction]:
+        with self.store.unit_of_work() as uow:
+            stored = [uow.interactions.add(i) for i in items]
+            uow.commit()
+        return stored
+
+    def get(self, iid: str) -> Interaction | None:
+        with self.store.unit_of_work() as uow:
+            return uow.interactions.get(iid)
+
+    def change(self, iid: str, **fields: Any) -> Interaction:
+        with self.store.unit_of_work() as uow:
+            current = uow.interactions.get(iid)
+            assert current is not None
+            changed = uow.interactions.update(current.model_copy(update=fields))
+            uow.commit()
+        return changed
+
+    @staticmethod
+    def ids(found: list[Interaction]) -> list[str]:
+        return [i.id for i in found]
+
+    # ------------------------------------------------------------------ add / get / update
+
+    def test_add_stores_at_version_1_and_get_returns_it_equal(self) -> None:
+        original = interaction(
+            "I1",
+            version=7,
+            user_data={"Priority": 3, "VIP": True, "Score": 0.5, "Note": "ünicode"},
+            offer=Offer(agent_id="alice", offered_at=T0, returns_to="bob"),
+            rejected_by=("carol",),
+            workbin="agent:alice/Personal",
+        )
+        [stored] = self.add(original)
+        assert stored.version == 1
+        assert stored == original.model_copy(update={"version": 1})
+        assert self.get("I1") == stored
+        assert self.get("nope") is None
+
+    def test_uncommitted_add_is_invisible_to_other_units_of_work(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I1"))
+            assert self.get("I1") is None
+            uow.commit()
+        assert self.get("I1") is not None
+
+    def test_add_of_an_existing_id_conflicts(self) -> None:
+        self.add(interaction("I1"))
+        with self.store.unit_of_work() as uow, pytest.raises(ConcurrencyConflict):
+            uow.interactions.add(interaction("I1"))
+        with self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I2"))
+            with pytest.raises(ConcurrencyConflict):
+                uow.interactions.add(interaction("I2"))
+
+    def test_two_units_of_work_adding_the_same_id_one_commits(self) -> None:
+        first, second = self.store.unit_of_work(), self.store.unit_of_work()
+        first.interactions.add(interaction("I1", comment="first"))
+        second.interactions.add(interaction("I1", comment="second"))
+        first.commit()
+        with pytest.raises(ConcurrencyConflict):
+            second.commit()
+        second.rollback()
+        stored = self.get("I1")
+        assert stored is not None and stored.comment == "first" and stored.version == 1
+
+    def test_update_returns_next_version_and_persists(self) -> None:
+        self.add(interaction("I1"))
+        changed = self.change("I1", state="Invited", offer=Offer(agent_id="alice", offered_at=T0))
+        assert changed.version == 2
+        assert self.get("I1") == changed
+        assert self.change("I1", state="Accepted", owner="alice", offer=None).version == 3
+
+    def test_updates_chain_inside_one_unit_of_work(self) -> None:
+        self.add(interaction("I1"))
+        with self.store.unit_of_work() as uow:
+            loaded = uow.interactions.get("I1")
+            assert loaded is not None
+            v2 = uow.interactions.update(loaded.model_copy(update={"comment": "a"}))
+            v3 = uow.interactions.update(v2.model_copy(update={"comment": "b"}))
+            assert (v2.version, v3.version) == (2, 3)
+            # Updating again from the stale loaded copy is refused at once.
+            with pytest.raises(ConcurrencyConflict):
+                uow.interactions.update(loaded)
+            uow.commit()
+        stored = self.get("I1")
+        assert stored is not None and stored.version == 3 and stored.comment == "b"
+
+    def test_add_then_update_in_one_unit_of_work(self) -> None:
+        with self.store.unit_of_work() as uow:
+            added = uow.interactions.add(interaction("I1"))
+            uow.interactions.update(added.model_copy(update={"state": "Invited"}))
+            uow.commit()
+        stored = self.get("I1")
+        assert stored is not None and (stored.version, stored.state) == (2, "Invited")
+
+    def test_stale_update_is_a_conflict_never_a_lost_update(self) -> None:
+        self.add(interaction("I1"))
+        slow = self.store.unit_of_work()
+        loaded = slow.interactions.get("I1")
+        assert loaded is not None
+        self.change("I1", comment="winner")
+        with pytest.raises(ConcurrencyConflict) as caught:  # at update or at commit
+            slow.interactions.update(loaded.model_copy(update={"comment": "loser"}))
+            slow.commit()
+        slow.rollback()
+        assert (caught.value.interaction_id, caught.value.expected) == ("I1", 1)
+        assert caught.value.actual == 2
+        stored = self.get("I1")
+        assert stored is not None and (stored.comment, stored.version) == ("winner", 2)
+
+    def test_two_units_of_work_racing_exactly_one_commits(self) -> None:
+        self.add(interaction("I1"))
+        a, b = self.store.unit_of_work(), self.store.unit_of_work()
+        la, lb = a.interactions.get("I1"), b.interactions.get("I1")
+        assert la is not None and lb is not None
+        a.interactions.update(la.model_copy(update={"owner": "alice"}))
+        b.interactions.update(lb.model_copy(update={"owner": "bob"}))
+        a.outbox.add_notification(note("alice", "a won"))
+        b.outbox.add_notification(note("bob", "b won"))
+        a.commit()
+        with pytest.raises(ConcurrencyConflict):
+            b.commit()
+        b.rollback()
+        stored = self.get("I1")
+        assert stored is not None and (stored.owner, stored.version) == ("alice", 2)
+        assert [n.agent_id for n in self.store.pending_notifications()] == ["alice"]
+
+    def test_threads_racing_on_one_interaction_exactly_one_commits(self) -> None:
+        self.add(interaction("I1"))
+        workers = 8
+        loaded = threading.Barrier(workers)
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def race(n: int) -> None:
+            with self.store.unit_of_work() as uow:
+                current = uow.interactions.get("I1")
+                assert current is not None
+                loaded.wait()  # every worker holds version 1 before anyone writes
+                try:
+                    uow.interactions.update(current.model_copy(update={"owner": f"agent{n}"}))
+                    uow.outbox.add_notification(note(f"agent{n}"))
+                    uow.commit()
+                    result = f"agent{n}"
+                except ConcurrencyConflict:
+                    result = "conflict"
+            with lock:
+                outcomes.append(result)
+
+        threads = [threading.Thread(target=race, args=(n,)) for n in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [o for o in outcomes if o != "conflict"]
+        assert len(outcomes) == workers and len(winners) == 1
+        stored = self.get("I1")
+        assert stored is not None and stored.owner == winners[0] and stored.version == 2
+        assert [n.agent_id for n in self.store.pending_notifications()] == winners
+
+    def test_concurrent_retrying_writers_lose_no_update(self) -> None:
+        self.add(interaction("I1", user_data={"count": 0}))
+        workers, rounds = 4, 25
+
+        def bump() -> None:
+            for _ in range(rounds):
+                while True:
+                    with self.store.unit_of_work() as uow:
+                        current = uow.interactions.get("I1")
+                        assert current is not None
+                        count = int(current.user_data["count"]) + 1
+                        uow.interactions.update(
+                            current.model_copy(update={"user_data": {"count": count}})
+                        )
+                        try:
+                            uow.commit()
+                            break
+                        except ConcurrencyConflict:
+                            continue
+
+        threads = [threading.Thread(target=bump) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = self.get("I1")
+        assert stored is not None
+        assert stored.user_data["count"] == workers * rounds
+        assert stored.version == 1 + workers * rounds
+
+    def test_update_of_an_unknown_interaction_conflicts(self) -> None:
+        with self.store.unit_of_work() as uow, pytest.raises(ConcurrencyConflict) as caught:
+            uow.interactions.update(interaction("ghost", version=1))
+            uow.commit()
+        assert caught.value.actual is None
+        assert self.get("ghost") is None
+
+    def test_a_failed_commit_writes_nothing(self) -> None:
+        self.add(interaction("I1"), interaction("I2"))
+        with self.store.unit_of_work() as uow:
+            one, two = uow.interactions.get("I1"), uow.interactions.get("I2")
+            assert one is not None and two is not None
+            uow.interactions.update(one.model_copy(update={"comment": "changed"}))
+            uow.interactions.add(interaction("I3"))
+            uow.interactions.update(two.model_copy(update={"comment": "changed"}))
+            uow.outbox.add_notification(note("alice"))
+            uow.outbox.add_mail(mail("I1"))
+            self.change("I2", comment="concurrent")
+            with pytest.raises(ConcurrencyConflict):
+                uow.commit()
+        one = self.get("I1")
+        assert one is not None and (one.version, one.comment) == (1, "")
+        assert self.get("I3") is None
+        assert self.store.pending_notifications() == []
+        assert self.store.pending_mail(T0 + timedelta(days=1)) == []
+
+    # ------------------------------------------------------------------ rollback
+
+    def test_leaving_without_commit_rolls_back(self) -> None:
+        self.add(interaction("I1"))
+        with self.store.unit_of_work() as uow:
+            loaded = uow.interactions.get("I1")
+            assert loaded is not None
+            uow.interactions.update(loaded.model_copy(update={"comment": "x"}))
+            uow.interactions.add(interaction("I2"))
+            uow.outbox.add_notification(note("alice"))
+            uow.outbox.add_mail(mail("I1"))
+        stored = self.get("I1")
+        assert stored is not None and stored.version == 1
+        assert self.get("I2") is None
+        assert self.store.pending_notifications() == []
+        assert self.store.pending_mail(T0 + timedelta(days=1)) == []
+
+    def test_an_exception_rolls_back(self) -> None:
+        with pytest.raises(RuntimeError), self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I1"))
+            uow.outbox.add_notification(note("alice"))
+            raise RuntimeError("boom")
+        assert self.get("I1") is None
+        assert self.store.pending_notifications() == []
+
+    def test_rollback_discards_and_the_unit_of_work_is_reusable(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I1"))
+            uow.rollback()
+            assert uow.interactions.get("I1") is None
+            uow.interactions.add(interaction("I2"))
+            uow.commit()
+            uow.interactions.add(interaction("I3"))
+            uow.commit()
+            uow.commit()  # nothing staged: a no-op
+        assert self.get("I1") is None
+        assert self.get("I2") is not None and self.get("I3") is not None
+
+    # ------------------------------------------------------------------ queries
+
+    def test_read_your_writes_inside_a_unit_of_work(self) -> None:
+        self.add(
+            interaction("I1", 1, owner="alice", state="Accepted"),
+            interaction("I2", 2),
+            interaction("I3", 3, workbin="wb", state="InWorkbin"),
+        )
+        with self.store.unit_of_work() as uow:
+            i1, i2 = uow.interactions.get("I1"), uow.interactions.get("I2")
+            assert i1 is not None and i2 is not None
+            # I1 goes back to the queue, received first; I2 leaves it; I4 is new, queued.
+            uow.interactions.update(i1.model_copy(update={"owner": None, "state": "Revoked"}))
+            uow.interactions.update(
+                i2.model_copy(
+                    update={"state": "Invited", "offer": Offer(agent_id="alice", offered_at=T0)}
+                )
+            )
+            uow.interactions.add(interaction("I4", 0, workbin="wb", state="Transferred"))
+            assert uow.interactions.get("I1") is not None
+            assert uow.interactions.get("I1").state == "Revoked"  # type: ignore[union-attr]
+            assert self.ids(uow.interactions.in_queue("Inbound")) == ["I4", "I1"]
+            assert self.ids(uow.interactions.in_queue("Inbound", limit=1)) == ["I4"]
+            assert self.ids(uow.interactions.for_agent("alice")) == ["I2"]
+            assert self.ids(uow.interactions.in_workbin("wb")) == ["I4", "I3"]
+            found = uow.interactions.by_message_id("<I4@example.org>")
+            assert found is not None and found.id == "I4"
+            # Outside the unit of work, nothing changed yet.
+            with self.store.unit_of_work() as other:
+                assert self.ids(other.interactions.in_queue("Inbound")) == ["I2"]
+                assert other.interactions.by_message_id("<I4@example.org>") is None
+            uow.commit()
+        with self.store.unit_of_work() as uow:
+            assert self.ids(uow.interactions.in_queue("Inbound")) == ["I4", "I1"]
+
+    def test_for_agent_is_owned_or_offered(self) -> None:
+        offer = Offer(agent_id="alice", offered_at=T0)
+        self.add(
+            interaction("I1", 1, owner="alice", state="Accepted"),
+            interaction("I2", 2, state="Invited", offer=offer),
+            interaction("I3", 3, owner="bob", state="Accepted"),
+            interaction("I4", 4, owner="bob", state="Invited", offer=offer),
+            interaction("I5", 5, last_agent="alice", state="Sent"),
+        )
+        with self.store.unit_of_work() as uow:
+            assert sorted(self.ids(uow.interactions.for_agent("alice"))) == ["I1", "I2", "I4"]
+            assert sorted(self.ids(uow.interactions.for_agent("bob"))) == ["I3", "I4"]
+            assert uow.interactions.for_agent("nobody") == []
+
+    def test_in_queue_is_waiting_states_oldest_first_with_limit(self) -> None:
+        self.add(
+            interaction("I5", 5),
+            interaction("I1", 1, state="Revoked"),
+            interaction("I3b", 3, state="Transferred"),
+            interaction("I3a", 3, state="Rejected"),
+            interaction("I0", 0, state="Accepted", owner="alice"),
+            interaction("I2", 2, state="Invited"),
+            interaction("Ix", 0, current_queue="Other"),
+        )
+        with self.store.unit_of_work() as uow:
+            assert self.ids(uow.interactions.in_queue("Inbound")) == ["I1", "I3a", "I3b", "I5"]
+            assert self.ids(uow.interactions.in_queue("Inbound", limit=2)) == ["I1", "I3a"]
+            assert uow.interactions.in_queue("Inbound", limit=0) == []
+            assert self.ids(uow.interactions.in_queue("Other")) == ["Ix"]
+            assert uow.interactions.in_queue("Empty") == []
+
+    def test_in_workbin_oldest_first(self) -> None:
+        self.add(
+            interaction("W2", 2, workbin="agent:alice/Personal", state="InWorkbin"),
+            interaction("W1", 1, workbin="agent:alice/Personal", state="InWorkbin"),
+            interaction("W3", 3, workbin="Shared", state="InWorkbin"),
+            interaction("Q", 0),
+        )
+        with self.store.unit_of_work() as uow:
+            assert self.ids(uow.interactions.in_workbin("agent:alice/Personal")) == ["W1", "W2"]
+            assert self.ids(uow.interactions.in_workbin("Shared")) == ["W3"]
+            assert uow.interactions.in_workbin("agent:bob/Personal") == []
+
+    def test_by_message_id_with_and_without_mailbox(self) -> None:
+        email = interaction("x").email.model_copy(update={"message_id": "<dup@example.org>"})
+        self.add(
+            interaction("A", 5, email=email, mailbox="sales@example.com"),
+            interaction("B", 1, email=email, mailbox="support@example.com"),
+            interaction("C", 9),
+        )
+        with self.store.unit_of_work() as uow:
+            first = uow.interactions.by_message_id("<dup@example.org>")
+            assert first is not None and first.id == "A"  # the first stored
+            box = uow.interactions.by_message_id("<dup@example.org>", "support@example.com")
+            assert box is not None and box.id == "B"
+            assert uow.interactions.by_message_id("<dup@example.org>", "other@example.com") is None
+            found = uow.interactions.by_message_id("<C@example.org>")
+            assert found is not None and found.id == "C"
+            assert uow.interactions.by_message_id("<unknown@example.org>") is None
+
+    def test_queries_follow_updates(self) -> None:
+        self.add(interaction("I1", 1))
+        self.change("I1", state="InWorkbin", workbin="wb", current_queue="Parked")
+        with self.store.unit_of_work() as uow:
+            assert uow.interactions.in_queue("Inbound") == []
+            assert self.ids(uow.interactions.in_workbin("wb")) == ["I1"]
+        self.change("I1", state="Accepted", workbin=None, owner="alice")
+        with self.store.unit_of_work() as uow:
+            assert uow.interactions.in_workbin("wb") == []
+            assert self.ids(uow.interactions.for_agent("alice")) == ["I1"]
+
+    # ------------------------------------------------------------------ outbox
+
+    def test_outbox_sequence_is_shared_and_strictly_increasing(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_mail(mail("I1", 1))
+            uow.outbox.add_notification(note("alice", "1"))
+            uow.outbox.add_notification(note("bob", "2"))
+            uow.commit()
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(note("alice", "3"))
+            uow.outbox.add_mail(mail("I1", 2))
+            uow.commit()
+        notes = self.store.pending_notifications()
+        mails = self.store.pending_mail(self.clock.now())
+        seqs = [n.seq for n in notes] + [m.seq for m in mails]
+        assert len(set(seqs)) == 5 and min(seqs) >= 1
+        # Within a commit, notifications first, then mail; each commit after the previous.
+        assert notes[0].seq < notes[1].seq < mails[0].seq < notes[2].seq < mails[1].seq
+        # A sequence is never reused, even once everything before it is done.
+        self.store.mark_notifications_done([n.seq for n in notes])
+        for m in mails:
+            self.store.mark_mail_sent(m.seq)
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(note("alice", "4"))
+            uow.commit()
+        [later] = self.store.pending_notifications()
+        assert later.seq > max(seqs)
+
+    def test_pending_notifications_in_order_after_seq_with_limit(self) -> None:
+        for n in range(5):
+            with self.store.unit_of_work() as uow:
+                uow.outbox.add_notification(note("alice", str(n)))
+                uow.commit()
+        notes = self.store.pending_notifications()
+        assert [n.to_wire()["text"] for n in notes] == ["0", "1", "2", "3", "4"]
+        seqs = [n.seq for n in notes]
+        assert seqs == sorted(seqs)
+        assert [n.seq for n in self.store.pending_notifications(after_seq=seqs[1])] == seqs[2:]
+        assert [n.seq for n in self.store.pending_notifications(limit=2)] == seqs[:2]
+        assert self.store.pending_notifications(after_seq=seqs[-1]) == []
+
+    def test_mark_notifications_done(self) -> None:
+        with self.store.unit_of_work() as uow:
+            for n in range(3):
+                uow.outbox.add_notification(note("alice", str(n)))
+            uow.outbox.add_mail(mail("I1"))
+            uow.commit()
+        seqs = [n.seq for n in self.store.pending_notifications()]
+        [entry] = self.store.pending_mail(self.clock.now())
+        self.store.mark_notifications_done([seqs[0], seqs[2], entry.seq, 999_999])
+        self.store.mark_notifications_done([])
+        assert [n.seq for n in self.store.pending_notifications()] == [seqs[1]]
+        assert [e.seq for e in self.store.pending_mail(self.clock.now())] == [entry.seq]
+
+    def test_notification_round_trip_keeps_the_wire_form(self) -> None:
+        stored = interaction(
+            "I1",
+            user_data={"Priority": 3, "VIP": True, "Score": 0.25, "Note": "ünicode ✓"},
+            email=interaction("I1").email.model_copy(
+                update={
+                    "attachments": (
+                        Attachment(id="b" * 64, name="a.pdf", size=10, mimetype="application/pdf"),
+                    )
+                }
+            ),
+        )
+        message = stored.to_message(["Accept", "Reject"])
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(Notification(agent_id="alice", payload=message))
+            uow.outbox.add_notification(note("bob", topic=TOPIC_WORKBINS))
+            uow.commit()
+        first, second = self.store.pending_notifications()
+        assert (first.agent_id, first.topic) == ("alice", "/me/interactions")
+        assert first.to_wire() == message.to_wire()
+        assert (second.agent_id, second.topic) == ("bob", TOPIC_WORKBINS)
+        assert second.to_wire() == {"messageTypeName": "Test", "text": "hello"}
+
+    def test_uncommitted_outbox_entries_are_not_pending(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(note("alice"))
+            uow.outbox.add_mail(mail("I1"))
+            assert self.store.pending_notifications() == []
+            assert self.store.pending_mail(self.clock.now()) == []
+            uow.commit()
+        assert len(self.store.pending_notifications()) == 1
+
+    def test_mail_round_trip_and_bookkeeping(self) -> None:
+        self.clock.advance(60)
+        queued = self.clock.now()
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_mail(mail("I1"))
+            uow.commit()
+        self.clock.advance(3600)
+        assert self.store.pending_mail(queued - timedelta(seconds=1)) == []
+        [entry] = self.store.pending_mail(queued)
+        assert entry.mail == mail("I1")
+        assert entry.mail.envelope_recipients == ("bob@example.org", "carol@example.org")
+        assert (entry.queued_at, entry.next_attempt_at) == (queued, queued)
+        assert (entry.attempts, entry.last_error) == (0, None)
+
+    def test_pending_mail_is_due_entries_by_seq_with_limit(self) -> None:
+        with self.store.unit_of_work() as uow:
+            for n in range(4):
+                uow.outbox.add_mail(mail(f"I{n}", n))
+            uow.commit()
+        entries = self.store.pending_mail(self.clock.now())
+        seqs = [e.seq for e in entries]
+        assert [e.mail.interaction_id for e in entries] == ["I0", "I1", "I2", "I3"]
+        assert seqs == sorted(seqs)
+        later = self.clock.now() + timedelta(minutes=5)
+        self.store.reschedule_mail(seqs[0], later, "421 try later")
+        assert [e.seq for e in self.store.pending_mail(self.clock.now())] == seqs[1:]
+        assert [e.seq for e in self.store.pending_mail(self.clock.now(), limit=2)] == seqs[1:3]
+        assert [e.seq for e in self.store.pending_mail(later)] == seqs
+
+    def test_reschedule_sent_and_failed_mail(self) -> None:
+        with self.store.unit_of_work() as uow:
+            for n in range(3):
+                uow.outbox.add_mail(mail(f"I{n}", n))
+            uow.commit()
+        a, b, c = (e.seq for e in self.store.pending_mail(self.clock.now()))
+        first = self.clock.now() + timedelta(seconds=5)
+        second = self.clock.now() + timedelta(seconds=15)
+        self.store.reschedule_mail(a, first, "421 busy")
+        self.store.reschedule_mail(a, second, "timeout")
+        self.store.mark_mail_sent(b)
+        self.store.mark_mail_failed(c, "550 no such user")
+        [entry] = self.store.pending_mail(second)
+        assert (entry.seq, entry.attempts, entry.last_error) == (a, 2, "timeout")
+        assert entry.next_attempt_at == second
+        assert entry.queued_at == self.clock.now()
+        # Done entries stay done: later calls on them change nothing.
+        self.store.reschedule_mail(b, first, "late")
+        self.store.reschedule_mail(c, first, "late")
+        self.store.mark_mail_sent(c)
+        self.store.mark_mail_failed(b, "late")
+        self.store.mark_mail_sent(12345)
+        self.store.mark_mail_failed(a, "gave up")
+        assert self.store.pending_mail(second + timedelta(days=1)) == []
+
+    # ------------------------------------------------------------------ through the service
+
+    def test_service_race_to_accept_one_offer_has_exactly_one_winner(self) -> None:
+        alice = Agent(id="alice", mailboxes=("support@example.com",))
+        service = InteractionService(
+            self.store,
+            InMemoryAgentDirectory([alice]),
+            InMemoryAttachmentStore(),
+            self.clock,
+            SequentialIds(),
+        )
+        inbound = service.receive(
+            inbound_email(sender="bob@example.org", to="support@example.com", subject="Hi"),
+            mailbox="support@example.com",
+        )
+        service.offer(inbound.id, "alice")
+        accept = parse_operation({"operationName": "Accept"})
+        workers = 4
+        start = threading.Barrier(workers)
+        results: list[str] = []
+        lock = threading.Lock()
+
+        def run() -> None:
+            start.wait()
+            try:
+                service.execute("alice", inbound.id, accept)
+                outcome = "ok"
+            except OperationNotAllowed:
+                outcome = "refused"
+            with lock:
+                results.append(outcome)
+
+        threads = [threading.Thread(target=run) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["ok"] + ["refused"] * (workers - 1)
+        stored = self.get(inbound.id)
+        assert stored is not None and (stored.state, stored.owner) == ("Accepted", "alice")
+        assert stored.version == 3
+        states = [n.to_wire()["state"] for n in self.store.pending_notifications()]
+        assert states == ["Invited", "Accepted"]
+
+    def test_service_reply_and_send_commit_interactions_with_their_outbox(self) -> None:
+        alice = Agent(id="alice", mailboxes=("support@example.com",))
+        service = InteractionService(
+            self.store,
+            InMemoryAgentDirectory([alice]),
+            InMemoryAttachmentStore(),
+            self.clock,
+            SequentialIds(),
+        )
+        inbound = service.receive(
+            inbound_email(
+                sender="Bob <bob@example.org>",
+                to="support@example.com",
+                subject="Help",
+                text="It broke.",
+                message_id="<orig@example.org>",
+            ),
+            mailbox="support@example.com",
+        )
+        service.offer(inbound.id, "alice")
+        service.execute_wire("alice", inbound.id, {"operationName": "Accept"})
+        reply = service.execute_wire("alice", inbound.id, {"operationName": "Reply"})
+        draft_id = reply["replyInteractionId"]
+        assert service.execute_wire("alice", draft_id, {"operationName": "Send"}) == {
+            "status": "ok"
+        }
+        [entry] = self.store.pending_mail(self.clock.now())
+        assert entry.mail.interaction_id == draft_id
+        assert entry.mail.in_reply_to == "<orig@example.org>"
+        with self.store.unit_of_work() as uow:
+            found = uow.interactions.by_message_id("<orig@example.org>", "support@example.com")
+            assert found is not None and found.id == inbound.id
+            draft = uow.interactions.get(draft_id)
+            assert draft is not None and (draft.state, draft.version) == ("Sent", 2)
+            assert draft.parent_id == inbound.id and draft.email.subject == "Re: Help"
+        listed = service.list_interactions("alice")
+        assert [m["id"] for m in listed] == [inbound.id]
+
+
+__all__ = ["StoreContract", "interaction", "mail", "note"]

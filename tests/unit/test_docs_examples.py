@@ -1,0 +1,24 @@
+"""The Python examples in the docs run, so they stay true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def blocks() -> list[tuple[str, str]]:
+    found = []
+    for page in ("testing.md",):
+        for n, code in enumerate(BLOCK.findall((DOCS / page).read_text(encoding="utf-8"))):
+            found.append((f"{page}#{n}", code))
+    return found
+
+
+@pytest.mark.parametrize(("where", "code"), blocks(), ids=[w for w, _ in blocks()])
+def test_example_runs(where: str, code: str) -> None:
+    exec(compile(code, where, "exec"), {"__name__": "docs_example"})
