@@ -22,3 +22,11 @@ def blocks() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("where", "code"), blocks(), ids=[w for w, _ in blocks()])
 def test_example_runs(where: str, code: str) -> None:
     exec(compile(code, where, "exec"), {"__name__": "docs_example"})
+
+
+def test_lifecycle_page_is_generated_from_the_machine() -> None:
+    from interactions_core.diagram import render_page
+
+    assert (DOCS / "lifecycle.md").read_text(encoding="utf-8") == render_page(), (
+        "docs/lifecycle.md is stale: run `make diagram`"
+    )
