@@ -1,0 +1,139 @@
+"""Ingestion through the service: raw kept, idempotence, threading, automatic mail, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from interactions_core.ingest import Envelope, IngestLimits, MessageRefused
+from interactions_core.model import SubType
+from interactions_core.ports import Agent
+from interactions_core.service import ServiceConfig
+from interactions_core.testing import Harness
+
+ALICE = Agent(id="alice", mailboxes=("support@example.com",))
+BOB = Agent(id="bob", mailboxes=("support@example.com",))
+
+
+def raw(
+    subject: str = "Order", message_id: str = "<m1@example.org>", extra: str = "", body: str = "Hi"
+) -> bytes:
+    return (
+        "From: Cee <c@example.org>\r\nTo: support@example.com\r\n"
+        f"Subject: {subject}\r\nMessage-ID: {message_id}\r\n"
+        f"Date: Mon, 5 Jan 2026 09:00:00 +0000\r\n{extra}\r\n{body}\r\n"
+    ).encode()
+
+
+def make(**config: object) -> Harness:
+    return Harness(
+        agents=[ALICE, BOB],
+        config=ServiceConfig(mailbox_queues={"support@example.com": "Support"}, **config),
+    )
+
+
+def test_raw_message_is_kept_and_the_interaction_waits_in_the_mailbox_queue() -> None:
+    h = make()
+    data = raw()
+    result = h.ingest(data)
+    i = h.interaction(result.interaction_id)
+    assert i.raw_id is not None and h.attachments.get(i.raw_id) == data
+    assert (i.state, i.current_queue, i.mailbox) == ("Queued", "Support", "support@example.com")
+    assert i.email.subject == "Order" and i.contact_id == "c@example.org"
+
+
+def test_same_message_id_same_mailbox_is_idempotent() -> None:
+    h = make()
+    first = h.ingest(raw())
+    again = h.ingest(raw())
+    assert again.duplicate and again.interaction_id == first.interaction_id
+    assert len(h.store) == 1
+    other_box = h.ingest(raw(), mailbox="sales@example.com")
+    assert not other_box.duplicate
+
+
+def test_customer_answer_is_threaded_and_prefers_the_last_agent() -> None:
+    h = make()
+    h.set_channel("alice")
+    first = h.ingest(raw())
+    iid = first.interaction_id
+    assert h.interaction(iid).offer is not None
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    h.execute("alice", draft, {"operationName": "Send", "email_object": {"text": "Done."}})
+    h.execute("alice", iid, {"operationName": "StopProcessing"})
+    our_id = h.sent_mail[0].message_id
+    h.set_channel("bob")  # bob has been idle longer than alice now? alice must still win
+    h.clock.advance(5)
+    answer = h.ingest(
+        raw(
+            "Re: Order",
+            "<m2@example.org>",
+            f"In-Reply-To: {our_id}\r\nReferences: <m1@example.org> {our_id}\r\n",
+        )
+    )
+    i = h.interaction(answer.interaction_id)
+    assert i.parent_id == draft
+    assert i.interaction_subtype == SubType.INBOUND_CUSTOMER_REPLY
+    assert i.contact_id == h.interaction(iid).contact_id
+    assert i.offer is not None and i.offer.agent_id == "alice"
+
+
+def test_last_agent_not_ready_means_the_queue() -> None:
+    h = make()
+    h.set_channel("alice")
+    iid = h.ingest(raw()).interaction_id
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    h.execute("alice", draft, {"operationName": "Send", "email_object": {"text": "Done."}})
+    h.set_channel("alice", "NotReady")
+    h.set_channel("bob")
+    answer = h.ingest(
+        raw("Re: Order", "<m3@example.org>", f"In-Reply-To: {h.sent_mail[0].message_id}\r\n")
+    )
+    offer = h.interaction(answer.interaction_id).offer
+    assert offer is not None and offer.agent_id == "bob"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "Auto-Submitted: auto-replied\r\n",
+        "Precedence: bulk\r\n",
+        "List-Id: <news.example.org>\r\n",
+    ],
+)
+def test_automatic_mail_is_flagged_and_parked_never_offered(extra: str) -> None:
+    h = make()
+    h.set_channel("alice")
+    result = h.ingest(raw(extra=extra))
+    i = h.interaction(result.interaction_id)
+    assert result.automatic
+    assert i.current_queue == "Automatic" and i.offer is None
+    assert i.user_data
+    assert h.sent_mail == []
+
+
+def test_null_return_path_is_automatic() -> None:
+    h = make()
+    result = h.ingest(raw(), envelope=Envelope("", ("support@example.com",)))
+    assert result.automatic and h.interaction(result.interaction_id).current_queue == "Automatic"
+
+
+def test_oversized_message_is_refused_with_a_clear_reason() -> None:
+    h = make(ingest_limits=IngestLimits(max_message_bytes=100))
+    with pytest.raises(MessageRefused, match="exceeds the limit of 100") as refused:
+        h.ingest(raw(body="x" * 200))
+    assert refused.value.kind == "too_large"
+    assert len(h.store) == 0
+
+
+def test_malformed_mail_becomes_an_interaction_with_problems_noted() -> None:
+    h = make()
+    data = (
+        b"From: broken\r\nSubject: =?x-unknown?q?abc?=\r\n"
+        b"Content-Type: text/plain; charset=x-nope\r\n\r\n\xff\xfe bytes\r\n"
+    )
+    result = h.ingest(data, mailbox="support@example.com")
+    i = h.interaction(result.interaction_id)
+    assert result.problems
+    assert i.raw_id is not None and h.attachments.get(i.raw_id) == data
