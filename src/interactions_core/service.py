@@ -11,6 +11,7 @@ same offer get exactly one winner and one clear refusal.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -31,6 +32,7 @@ from .ingest import Envelope, IngestLimits, MessageRefused, parse_message
 from .lifecycle import State
 from .model import (
     Address,
+    Attachment,
     Direction,
     EmailContent,
     Interaction,
@@ -75,6 +77,17 @@ from .ports import (
 
 PERSONAL_WORKBIN_PREFIX = "agent:"
 _T = TypeVar("_T")
+# RFC 2045 §5.1 type/subtype tokens.
+_MIME_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}")
+
+
+def safe_filename(name: str) -> str:
+    """A file name with no path, no control characters, at most 255 characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if c.isprintable()).strip().strip(".")
+    return cleaned[:255] or "attachment"
+
+
 _log = logging.getLogger(__name__)
 
 
@@ -268,6 +281,67 @@ class InteractionService:
         with self.store.unit_of_work() as uow:
             found = uow.interactions.in_workbin(workbin)
         return [self.view_for(agent.id, i).to_wire() for i in found]
+
+    # ------------------------------------------------------------------ attachments
+
+    def add_attachment(
+        self, agent_id: str, interaction_id: str, name: str, mimetype: str, data: bytes
+    ) -> Attachment:
+        """Upload an attachment to a draft the agent owns (``LinkAttachment`` allowed now)."""
+        agent = self._agent(agent_id)
+        clean_name = safe_filename(name)
+        clean_type = mimetype.strip().lower() if _MIME_TYPE.fullmatch(mimetype.strip()) else ""
+        content_id = self.attachments.put(data)  # content-addressed: idempotent, outside the UoW
+        attachment = Attachment(
+            id=content_id,
+            name=clean_name,
+            size=len(data),
+            mimetype=clean_type or "application/octet-stream",
+        )
+
+        def run(uow: UnitOfWork) -> Attachment:
+            i = self._load_visible(uow, agent, interaction_id)
+            self._check_allowed(agent, i, "LinkAttachment")
+            if any(a.id == content_id for a in i.email.attachments):
+                return attachment
+            email = i.email.model_copy(update={"attachments": (*i.email.attachments, attachment)})
+            changed = uow.interactions.update(i.model_copy(update={"email": email}))
+            self._notify(uow, agent.id, changed)
+            return attachment
+
+        return self._in_transaction(run)
+
+    def get_attachment(
+        self, agent_id: str, interaction_id: str, attachment_id: str
+    ) -> tuple[Attachment, bytes]:
+        """An attachment of an interaction the agent may see, with its bytes."""
+        agent = self._agent(agent_id)
+        with self.store.unit_of_work() as uow:
+            i = self._load_visible(uow, agent, interaction_id)
+        found = next((a for a in i.email.attachments if a.id == attachment_id), None)
+        if found is None:
+            raise NotFound("Attachment", attachment_id)
+        try:
+            return found, self.attachments.get(found.id)
+        except KeyError:
+            raise NotFound("Attachment", attachment_id) from None
+
+    def remove_attachment(self, agent_id: str, interaction_id: str, attachment_id: str) -> None:
+        """Remove an attachment from a draft the agent owns (the bytes stay: others may share
+        them, and the content store is append-only)."""
+        agent = self._agent(agent_id)
+
+        def run(uow: UnitOfWork) -> None:
+            i = self._load_visible(uow, agent, interaction_id)
+            self._check_allowed(agent, i, "LinkAttachment")
+            kept = tuple(a for a in i.email.attachments if a.id != attachment_id)
+            if len(kept) == len(i.email.attachments):
+                raise NotFound("Attachment", attachment_id)
+            email = i.email.model_copy(update={"attachments": kept})
+            changed = uow.interactions.update(i.model_copy(update={"email": email}))
+            self._notify(uow, agent.id, changed)
+
+        self._in_transaction(run)
 
     def allowed_operations(self, agent_id: str, interaction: Interaction) -> tuple[str, ...]:
         """Capabilities for this agent: the machine's, when the agent is the one entitled."""

@@ -415,3 +415,27 @@ def test_two_agents_racing_on_one_offer_exactly_one_wins(h: Harness) -> None:
         with pytest.raises(ConcurrencyConflict):
             uow2.commit()
     assert h.interaction(iid).owner == "alice"
+
+
+def test_attachments_on_a_draft(h: Harness) -> None:
+    from interactions_core.errors import NotFound, OperationNotAllowed
+
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    att = h.service.add_attachment("alice", draft, "../../etc/pass\x00wd.txt", "text/plain", b"hi")
+    assert att.name == "passwd.txt" and att.size == 2 and att.mimetype == "text/plain"
+    assert h.service.get_attachment("alice", draft, att.id) == (att, b"hi")
+    odd = h.service.add_attachment("alice", draft, "x.bin", "not a type", b"\x00")
+    assert odd.mimetype == "application/octet-stream"
+    with pytest.raises(NotFound):
+        h.service.get_attachment("mallory", draft, att.id)
+    with pytest.raises(OperationNotAllowed):
+        h.service.add_attachment("alice", iid, "x.txt", "text/plain", b"inbound")
+    h.service.remove_attachment("alice", draft, att.id)
+    with pytest.raises(NotFound):
+        h.service.get_attachment("alice", draft, att.id)
+    h.drain()
+    assert [a["id"] for a in h.last_notification("alice")["email_object"]["attachments"]] == [
+        odd.id
+    ]
