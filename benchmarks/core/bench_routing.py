@@ -88,11 +88,12 @@ def main() -> None:
             f"agents {agents:>5,}: 100k/100 queued: decision ×{large[0] / small[0]:.2f}, "
             f"route+offer ×{large[1] / small[1]:.2f}  (log bound ×{bound:.2f})"
         )
+    agent_bound = math.log(1000) / math.log(10)
     for queued in (100, 100_000):
         small, large = results[(queued, 10)], results[(queued, 1_000)]
         print(
             f"queued {queued:>7,}: 1000/10 agents: decision ×{large[0] / small[0]:.2f}, "
-            f"route+offer ×{large[1] / small[1]:.2f}  (log bound ×{math.log(1000) / math.log(10):.2f})"
+            f"route+offer ×{large[1] / small[1]:.2f}  (log bound ×{agent_bound:.2f})"
         )
 
 

@@ -83,10 +83,10 @@ def addresses_from_header(header: object) -> tuple[Address, ...]:
         return ()
     out: list[Address] = []
     for a in header.addresses:
-        if a.username and a.domain:
-            out.append(Address(addr=f"{a.username}@{a.domain}", name=a.display_name or ""))
-        elif a.addr_spec and "@" in a.addr_spec:
-            out.append(Address(addr=a.addr_spec, name=a.display_name or ""))
+        domain = a.domain or ""
+        # A plausible domain: no '@', '<' or '>' and at least one character besides dots.
+        if a.username and domain.strip(".") and not set(domain) & {"@", "<", ">", " "}:
+            out.append(Address(addr=f"{a.username}@{domain}", name=a.display_name or ""))
     return tuple(out)
 
 

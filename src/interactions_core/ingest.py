@@ -13,9 +13,10 @@ Contract of :func:`parse_message`:
   ``problems`` (and in ``user_data["ParseProblems"]``). Parts beyond the limits are not lost:
   they stay in the raw message, which the caller keeps.
 
-The only other exception that can escape is one raised by the attachment store itself for a
-reason other than size (``ValueError`` is noted): a full disk is not a property of the mail,
-and failing lets the SMTP adapter answer 4xx so that the sender retries.
+The only other exception that can escape is one raised by the attachment store for a reason
+other than size (``TooLarge`` and ``ValueError`` are noted): a full disk or a locked database
+(``Unavailable``) is not a property of the mail, and failing lets the SMTP adapter answer 4xx
+so that the sender retries.
 
 Rules and sources are in ``docs/ingestion.md``.
 """
@@ -41,7 +42,7 @@ from typing import Any, cast
 
 from .addresses import MAX_ADDRESS_LIST, addresses_from_header
 from .compose import decode_subject
-from .errors import InteractionsError
+from .errors import InteractionsError, TooLarge
 from .model import Address, Attachment, EmailContent
 from .ports import AttachmentStore
 
@@ -119,6 +120,8 @@ _SINGLE_HEADERS = (
     "references",
     "subject",
     "date",
+    "content-type",
+    "content-transfer-encoding",
 )
 _ADDRESS_FIELDS = (
     ("from", "From"),
@@ -135,6 +138,18 @@ _REGISTRY = HeaderRegistry()
 _REGISTRY.map_to_type("mail-reply-to", cast(Any, AddressHeader))
 _REGISTRY.map_to_type("mail-followup-to", cast(Any, AddressHeader))
 
+# ``HeaderRegistry[name]`` builds a new class on every lookup: build each one once.
+_HEADER_CLASSES: dict[str, Any] = {
+    name: _REGISTRY[name]
+    for name, _ in (*_ADDRESS_FIELDS, ("content-type", ""), ("content-disposition", ""))
+}
+
+
+def _header(name: str, value: str) -> Any:
+    """A parsed ``policy.default`` header object (may raise on hostile input)."""
+    return _HEADER_CLASSES[name](name, value)
+
+
 _PARSER = BytesParser(policy=policy.default)
 # Re-serialising a message/rfc822 part: header lines exactly as received, CRLF.
 _RESERIALISE = policy.default.clone(refold_source="none", linesep="\r\n")
@@ -144,7 +159,7 @@ _MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _BREAKS = re.compile(r"[\r\n\x00]+")
 _COMMENT = re.compile(r"\([^()]*\)")
-_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=\s]")
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
 _B64_KEEP = re.compile(rb"[^A-Za-z0-9+/]")
 
 _EXTENSIONS = {
@@ -277,12 +292,13 @@ def _addresses(
             f"{name} header over {MAX_ADDRESS_HEADER_CHARS} characters: only its start read"
         )
     try:
-        header = _REGISTRY(key, value)
+        header = _header(key, value)
         parsed = addresses_from_header(header)
-        written = len(header.addresses)  # type: ignore[attr-defined]
+        written = len(header.addresses)
     except Exception:
         problems.add(f"unparseable {name} header")
         return ()
+    parsed = tuple(a for a in parsed if _plausible(a.addr))
     if len(parsed) < written:
         problems.add(f"{name}: {written - len(parsed)} malformed address(es) dropped")
     if not parsed and not written and "@" in value:
@@ -291,6 +307,15 @@ def _addresses(
         problems.add(f"{name}: more than {MAX_ADDRESS_LIST} addresses, the rest dropped")
         parsed = parsed[:MAX_ADDRESS_LIST]
     return tuple(_tidy_address(a) for a in parsed)
+
+
+_DOMAIN_JUNK = re.compile(r'[\s<>"(),;:\\]')
+
+
+def _plausible(addr: str) -> bool:
+    """``local@domain`` with a domain that could be one (``"x <@@>"`` parses, but is not)."""
+    local, _, domain = addr.rpartition("@")
+    return bool(local) and bool(domain) and not _DOMAIN_JUNK.search(domain)
 
 
 def _tidy_address(address: Address) -> Address:
@@ -351,7 +376,7 @@ def _date(value: str | None, problems: _Problems) -> datetime | None:
 @lru_cache(maxsize=2048)
 def _parse_content_type(value: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
     try:
-        header: Any = _REGISTRY("content-type", value)
+        header: Any = _header("content-type", value)
         ctype = str(header.content_type).lower()
         params = tuple((str(k).lower(), str(v)) for k, v in header.params.items())
     except Exception:
@@ -362,7 +387,7 @@ def _parse_content_type(value: str) -> tuple[str, tuple[tuple[str, str], ...]] |
 @lru_cache(maxsize=1024)
 def _parse_disposition(value: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
     try:
-        header: Any = _REGISTRY("content-disposition", value)
+        header: Any = _header("content-disposition", value)
         disposition = str(header.content_disposition or "").lower()
         params = tuple((str(k).lower(), str(v)) for k, v in header.params.items())
     except Exception:
@@ -417,7 +442,7 @@ def _part_info(part: Message, problems: _Problems) -> _PartInfo:
 
 
 def _b64decode(data: bytes, label: str, problems: _Problems) -> bytes:
-    if _B64_JUNK.search(data):
+    if data.translate(None, _B64_ALPHABET):  # anything left is not base64 (C speed)
         problems.add(f"invalid characters in base64 {label}: ignored")
     try:
         return binascii.a2b_base64(data)
@@ -434,11 +459,9 @@ def _b64decode(data: bytes, label: str, problems: _Problems) -> bytes:
 
 
 def _payload(part: Message, info: _PartInfo, label: str, problems: _Problems) -> bytes:
-    try:
-        payload = part.get_payload()
-    except Exception:
-        problems.add(f"unreadable {label}")
-        return b""
+    # ``_payload`` holds the body as parsed (8-bit octets as surrogates). The public
+    # ``get_payload()`` would already decode 8-bit octets with replacement, losing them.
+    payload = getattr(part, "_payload", None)
     if not isinstance(payload, str):
         return b""
     data = payload.encode("utf-8", "surrogateescape")
@@ -871,8 +894,8 @@ class _Walker:
             label = f"{info.ctype} part"
             data = _payload(part, info, label, self.problems)
             text = _decode_text(data, info.params.get("charset", ""), label, self.problems)
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
+            if "\r" in text:  # CRLF, and the bare CRs RFC 5322 forbids, are line breaks
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
             if "\x00" in text:
                 text = text.replace("\x00", "\ufffd")
                 self.problems.add(f"NUL characters in a {label}: replaced")
@@ -920,7 +943,7 @@ class _Walker:
         name = _safe_name(info.filename, info.ctype, len(self.attachments) + 1)
         try:
             content_id = self.store.put(data)
-        except ValueError as exc:
+        except (TooLarge, ValueError) as exc:  # the store's size limit: noted, not fatal
             self.problems.add(f"attachment {name!r} not stored: {str(exc)[:200]}")
             return
         self.attachments.append(
@@ -1092,7 +1115,7 @@ def _check_header_lines(data: bytes, limit: int, problems: _Problems) -> None:
 
 
 def _title(key: str) -> str:
-    special = {"message-id": "Message-ID", "cc": "Cc", "bcc": "Bcc"}
+    special = {"message-id": "Message-ID", "cc": "Cc", "bcc": "Bcc", "reply-to": "Reply-To"}
     return special.get(key) or "-".join(w.capitalize() for w in key.split("-"))
 
 

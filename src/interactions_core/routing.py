@@ -175,35 +175,39 @@ class Router:
     # ------------------------------------------------------------------ channel
 
     def set_channel_state(self, agent_id: str, channel: str, body: Any) -> dict[str, Any]:
-        """``POST /me/channels/{channel}`` with ``{"operationName": "Ready" | "NotReady"}``."""
+        """``POST /me/channels/{channel}`` in wire form: the seed's ok / error response."""
         try:
-            if channel != CHANNEL:
-                raise NotFound("Channel", channel)
-            if not isinstance(body, dict):
-                raise InvalidRequest("The request body must be a JSON object with an operationName")
-            operation = body.get("operationName")
-            if operation not in (READY, NOT_READY):
-                raise InvalidRequest(
-                    f"Unknown operationName {str(operation)[:80]!r}", ["one of: Ready, NotReady"]
-                )
-            extra = set(body) - {"operationName", "reason", "reasonCode"}
-            if extra:
-                raise InvalidRequest("Unknown fields", sorted(extra))
-            reason = body.get("reason", body.get("reasonCode"))
-            if reason is not None and (not isinstance(reason, str) or len(reason) > 255):
-                raise InvalidRequest("reason must be a string of at most 255 characters")
-            p = self.presence(agent_id)
-            becoming_ready = operation == READY and not p.ready
-            p.ready = operation == READY
-            p.reason = reason if operation == NOT_READY else None
-            if becoming_ready:
-                p.idle_since = self.service.clock.now()
-            self._refresh(p)
-            self._notify_channel(p)
+            self.change_channel_state(agent_id, channel, body)
         except InteractionsError as exc:
             return {"status": "error", "errorDescription": exc.description}
-        self.route()
         return {"status": "ok"}
+
+    def change_channel_state(self, agent_id: str, channel: str, body: Any) -> None:
+        """``{"operationName": "Ready" | "NotReady", "reason": ...}``; raises typed errors."""
+        if channel != CHANNEL:
+            raise NotFound("Channel", channel)
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object with an operationName")
+        operation = body.get("operationName")
+        if operation not in (READY, NOT_READY):
+            raise InvalidRequest(
+                f"Unknown operationName {str(operation)[:80]!r}", ["one of: Ready, NotReady"]
+            )
+        extra = set(body) - {"operationName", "reason", "reasonCode"}
+        if extra:
+            raise InvalidRequest("Unknown fields", sorted(str(k)[:80] for k in extra))
+        reason = body.get("reason", body.get("reasonCode"))
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 255):
+            raise InvalidRequest("reason must be a string of at most 255 characters")
+        p = self.presence(agent_id)
+        becoming_ready = operation == READY and not p.ready
+        p.ready = operation == READY
+        p.reason = reason if operation == NOT_READY else None
+        if becoming_ready:
+            p.idle_since = self.service.clock.now()
+        self._refresh(p)
+        self._notify_channel(p)
+        self.route()
 
     def agent_state(self, agent_id: str) -> dict[str, Any]:
         """``GET /me``: the agent and its channel states."""

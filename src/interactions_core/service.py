@@ -402,7 +402,9 @@ class InteractionService:
         Re-ingesting a Message-ID into the same mailbox returns the existing interaction. A
         customer's answer to a mail we sent is linked to it (parent, contact) and prefers the
         agent who handled it. Automatic mail is flagged and parked in ``automatic_queue``.
-        Raises ``MessageRefused`` only for a message over the size limit.
+        Raises ``MessageRefused`` for a message over the size limit (kind ``too_large``) and
+        for input that is not a mail at all (empty, or no header field: kind ``invalid``); the
+        raw bytes of the latter are kept in the attachment store all the same.
         """
         limits = self.config.ingest_limits
         if len(raw) > limits.max_message_bytes:
