@@ -5,15 +5,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHECKED := src tests benchmarks examples
 
-.PHONY: install serve test lint bench diagram clean
+.PHONY: install node-deps serve test lint bench diagram clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed node-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# The official CometD JavaScript client (and the benchmark's Node server) run on Node.js.
+node-deps:
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null)
+	@test -d tests/cometd/js/node_modules/cometd-nodejs-client || \
+		(cd tests/cometd/js && npm ci --no-audit --no-fund --loglevel=error)
 
 serve: install
 	$(BIN)/python examples/quickstart.py

@@ -1,0 +1,123 @@
+// Load tool: raw Bayeux long-polling clients (no client library), one JSON report on stdout.
+//   node load.mjs '{"url":..., "server":"ours"|"node", "clients":1000, "rate":..., "duration":...}'
+//   mode "load": subscribe, start the server's publisher, measure delivery rate and latency.
+//   mode "idle": handshake and hold one /meta/connect per session, print "held", wait for stdin.
+import http from "node:http";
+import {performance} from "node:perf_hooks";
+
+const cfg = JSON.parse(process.argv[2]);
+const base = new URL(cfg.url);
+const agent = new http.Agent({keepAlive: true, maxSockets: Infinity, maxFreeSockets: 65536});
+const now = () => performance.timeOrigin + performance.now();
+
+function post(path, messages, cookie) {
+    return new Promise((resolve, reject) => {
+        const body = JSON.stringify(messages);
+        const req = http.request({
+            host: base.hostname, port: base.port, method: "POST", path: base.pathname + path, agent,
+            headers: {"content-type": "application/json", "content-length": Buffer.byteLength(body),
+                ...(cookie ? {cookie} : {})},
+        }, (res) => {
+            const chunks = [];
+            res.on("data", (c) => chunks.push(c));
+            res.on("end", () => {
+                const text = Buffer.concat(chunks).toString();
+                if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode} ${text}`));
+                const setCookie = res.headers["set-cookie"];
+                resolve({messages: JSON.parse(text), cookie: setCookie ? setCookie[0].split(";")[0] : null});
+            });
+        });
+        req.on("error", reject);
+        req.end(body);
+    });
+}
+
+function startPublisher(rate, duration, agents) {
+    // The server-side publisher (same schedule in both servers), started over plain HTTP.
+    const path = `/bench/publish?rate=${rate}&duration=${duration}&agents=${agents}`;
+    return new Promise((resolve, reject) => {
+        http.get({host: base.hostname, port: base.port, path, agent}, (res) => {
+            res.resume();
+            res.on("end", resolve);
+        }).on("error", reject);
+    });
+}
+
+const latencies = [];
+let delivered = 0;
+let measuring = false;
+let running = true;
+
+class Client {
+    constructor(index) {
+        this.name = "a" + index;
+        this.cookie = null;
+        this.msgId = 0;
+    }
+    async start() {
+        const ext = cfg.server === "ours" ? {agent: this.name} : {};
+        const hs = await post("/handshake", [{channel: "/meta/handshake", version: "1.0",
+            supportedConnectionTypes: ["long-polling"], id: String(++this.msgId), ext}], null);
+        this.cookie = hs.cookie;
+        const reply = hs.messages[0];
+        if (!reply.successful) throw new Error(JSON.stringify(reply));
+        this.clientId = reply.clientId;
+        const channel = cfg.server === "ours" ? "/me/interactions" : "/agents/" + this.name;
+        const sub = await post("", [{channel: "/meta/subscribe", clientId: this.clientId,
+            subscription: channel, id: String(++this.msgId)}], this.cookie);
+        if (!sub.messages[0].successful) throw new Error(JSON.stringify(sub.messages[0]));
+        // Like the JS client: the first connect asks for an immediate answer (advice.timeout 0).
+        await this.connect({timeout: 0});
+    }
+    connect(advice) {
+        return post("/connect", [{channel: "/meta/connect", clientId: this.clientId,
+            connectionType: "long-polling", id: String(++this.msgId), ...(advice ? {advice} : {})}],
+        this.cookie);
+    }
+    async poll() {
+        while (running) {
+            const r = await this.connect();
+            const t = now();
+            for (const m of r.messages) {
+                if (m.data && typeof m.data.t === "number" && measuring) {
+                    latencies.push(t - m.data.t);
+                    ++delivered;
+                }
+            }
+        }
+    }
+}
+
+async function inBatches(items, size, fn) {
+    for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
+}
+
+const clients = Array.from({length: cfg.clients}, (_, i) => new Client(i));
+await inBatches(clients, 100, (c) => c.start());
+
+if (cfg.mode === "idle") {
+    // Hold one connect per session and report; the runner samples the server's memory.
+    for (const c of clients) c.connect().catch(() => {});
+    await new Promise((r) => setTimeout(r, 1500 + cfg.clients / 5));
+    process.stdout.write(JSON.stringify({held: clients.length}) + "\n");
+    process.stdin.on("data", () => process.exit(0));
+} else {
+    for (const c of clients) c.poll().catch((e) => { if (running) console.error(String(e)); });
+    await new Promise((r) => setTimeout(r, 500));
+    const warmup = cfg.warmup ?? 1000;
+    await startPublisher(cfg.rate, cfg.duration + warmup + 500, cfg.clients);
+    await new Promise((r) => setTimeout(r, warmup));
+    measuring = true;
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, cfg.duration));
+    measuring = false;
+    const seconds = (performance.now() - t0) / 1000;
+    latencies.sort((a, b) => a - b);
+    const q = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null;
+    process.stdout.write(JSON.stringify({
+        offered: cfg.rate, delivered_per_s: delivered / seconds, p50_ms: q(0.5), p99_ms: q(0.99),
+        max_ms: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length,
+    }) + "\n");
+    running = false;
+    process.exit(0);
+}

@@ -1,0 +1,725 @@
+"""The Bayeux engine: answers one batch of messages for a transport, holds connects, delivers.
+
+Transports (``transports.py``) turn HTTP bodies and websocket frames into ``process`` calls;
+the notifier (``notifier.py``) feeds ``deliver``. Everything runs on the event loop thread:
+no locks, and no call here blocks.
+
+Protocol behaviour follows the Bayeux 1.0 spec and, where the spec leaves room, CometD's Java
+server (``BayeuxServerImpl``, ``ServerSessionImpl``, ``AbstractHttpTransport``), which the
+official clients are written against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import secrets
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .config import CometdSettings, OverflowPolicy
+from .protocol import (
+    BAYEUX_VERSION,
+    ERR_AGENT_MISMATCH,
+    ERR_BAD_CHANNEL,
+    ERR_BAD_CONNECTION_TYPE,
+    ERR_BAD_ID,
+    ERR_BAD_MESSAGE,
+    ERR_BAD_SUBSCRIPTION,
+    ERR_BAD_VERSION,
+    ERR_BATCH_TOO_LARGE,
+    ERR_HANDSHAKE_DENIED,
+    ERR_META_DENIED,
+    ERR_NO_DATA,
+    ERR_PUBLISH_DENIED,
+    ERR_SUBSCRIBE_DENIED,
+    ERR_UNKNOWN_CHANNEL,
+    MAX_SUBSCRIPTIONS_PER_MESSAGE,
+    META_CONNECT,
+    META_DISCONNECT,
+    META_HANDSHAKE,
+    META_SUBSCRIBE,
+    META_UNSUBSCRIBE,
+    META_UNSUCCESSFUL,
+    Message,
+    error_reply,
+    is_meta,
+    is_service,
+    is_valid_channel,
+    is_wildcard,
+    valid_id,
+)
+from .sessions import HeldConnect, Link, Session, SessionRegistry
+
+log = logging.getLogger("adapters.cometd")
+
+AGENT_CHANNELS: Final = frozenset(
+    {
+        "/me/interactions",
+        "/me/channels",
+        "/me/workbins",
+        "/v2/me/interactions",
+        "/v2/me/channels",
+        "/v2/me/workbins",
+    }
+)
+"""Exact channels an agent may subscribe to; each only ever carries that agent's own data."""
+
+_AGENT_WILDCARD_BASES: Final = frozenset({"/me", "/v2/me"})
+"""``/me/*``, ``/me/**`` and their ``/v2`` forms only cover the agent's own channels."""
+
+_BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What an authenticator may look at: the HTTP request and the handshake's ``ext``."""
+
+    headers: Mapping[str, str]
+    """Lower-cased header names (for a websocket: the upgrade request's headers)."""
+    cookies: Mapping[str, str]
+    client_host: str | None
+    ext: Mapping[str, Any]
+
+
+Authenticator = Callable[[AuthRequest], Awaitable[str | None]]
+"""Returns the authenticated agent id, or ``None`` to refuse."""
+
+Service = Callable[[str, Any], Any]
+"""A ``/service/...`` handler: ``(agent_id, data) -> reply data`` (``None``: no reply)."""
+
+
+def echo_service(agent_id: str, data: Any) -> Any:
+    """``/service/echo``: send the data back, a request-reply round trip for clients to test."""
+    return data
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the transport knows about the request that carried a batch."""
+
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    client_host: str | None
+    connection_type: str
+    link: Link | None = None
+    """The websocket the batch came on (``None`` for long-polling)."""
+    set_browser_cookie: str | None = None
+    """Filled in by a handshake when the browser has no ``BAYEUX_BROWSER`` cookie yet."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Replies to send now, and possibly a held ``/meta/connect`` to wait for."""
+
+    replies: list[Message] = field(default_factory=list)
+    held: HeldConnect | None = None
+
+
+class _Refused(Exception):
+    """A message that gets an error reply instead of being processed."""
+
+    def __init__(self, reply: Message) -> None:
+        super().__init__(reply.get("error"))
+        self.reply = reply
+
+
+class BayeuxServer:
+    """Sessions, subscriptions and delivery for every transport of one process.
+
+    ``notifier`` is the core's ``Notifier`` port; ``start``/``stop`` run the session sweeper and
+    close held connections on shutdown.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        settings: CometdSettings | None = None,
+        *,
+        services: Mapping[str, Service] | None = None,
+    ) -> None:
+        self.settings = settings or CometdSettings()
+        self._authenticate_cb = authenticator
+        self._services: dict[str, Service] = (
+            {"/service/echo": echo_service} if services is None else dict(services)
+        )
+        self.sessions = SessionRegistry()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._links: set[Link] = set()
+        from .notifier import CometdNotifier  # notifier imports this module
+
+        self.notifier = CometdNotifier(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind to the running loop and start sweeping expired sessions."""
+        self._bind_loop()
+        self._stopping = False
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="cometd-sweeper")
+
+    async def stop(self) -> None:
+        """Stop sweeping, answer every held connect and close websockets (server shutdown).
+
+        Held long-polls are answered at once so the HTTP server can drain its connections
+        without waiting a whole ``timeout``; clients then reconnect, meet the restarted server
+        and its ``402``, and re-handshake.
+        """
+        self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for session in self.sessions:
+            if session.held is not None:
+                self.release(session.held, self._complete(session, session.held.reply))
+        for link in list(self._links):
+            closer = getattr(link, "close", None)
+            if callable(closer):
+                closer()
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+        return self._loop
+
+    def on_loop_thread(self) -> bool:
+        return self._loop_thread is None or self._loop_thread == threading.get_ident()
+
+    def call_on_loop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the server's loop (used when publishing from another thread)."""
+        if self._loop is None or self.on_loop_thread():
+            callback()
+        else:
+            self._loop.call_soon_threadsafe(callback)
+
+    # ------------------------------------------------------------------ links
+
+    def link_opened(self, link: Link) -> None:
+        self._links.add(link)
+
+    def link_closed(self, link: Link) -> None:
+        """A websocket went away: its sessions wait for a reconnect (or the sweeper)."""
+        self._links.discard(link)
+        loop = self._bind_loop()
+        for session in self.sessions:
+            if session.link is link:
+                session.link = None
+                session.last_seen = loop.time()
+            held = session.held
+            if held is not None and held.link is link:
+                self.release(held, None)
+                session.last_seen = loop.time()
+
+    # ------------------------------------------------------------------ batches
+
+    async def process(self, batch: list[Any], ctx: RequestContext) -> Outcome:
+        """Handle one batch; never raises for anything a client can send."""
+        self._bind_loop()
+        limit = self.settings.max_batch_messages
+        if len(batch) > limit:
+            return Outcome(
+                [
+                    error_reply(m, _channel_of(m), ERR_BATCH_TOO_LARGE)
+                    if isinstance(m, dict)
+                    else error_reply(None, META_UNSUCCESSFUL, ERR_BATCH_TOO_LARGE)
+                    for m in batch[:limit]
+                ]
+            )
+        # Spec: other messages in the same request as a handshake MUST be ignored.
+        for message in batch:
+            if isinstance(message, dict) and message.get("channel") == META_HANDSHAKE:
+                return Outcome([await self._handshake(message, ctx)])
+
+        outcome = Outcome()
+        for message in batch:
+            try:
+                self._check_envelope(message)
+                await self._handle(message, ctx, outcome)
+            except _Refused as refused:
+                outcome.replies.append(refused.reply)
+        return outcome
+
+    @staticmethod
+    def _check_envelope(message: object) -> None:
+        if not isinstance(message, dict):
+            raise _Refused(error_reply(None, META_UNSUCCESSFUL, ERR_BAD_MESSAGE))
+        channel = message.get("channel")
+        if not is_valid_channel(channel, allow_wildcard=False):
+            raise _Refused(error_reply(message, META_UNSUCCESSFUL, ERR_BAD_CHANNEL))
+        if "id" in message and not valid_id(message["id"]):
+            bad = dict(message)
+            del bad["id"]
+            raise _Refused(error_reply(bad, str(channel), ERR_BAD_ID))
+
+    async def _handle(self, message: Message, ctx: RequestContext, outcome: Outcome) -> None:
+        channel: str = message["channel"]
+        if channel == META_CONNECT:
+            session = await self._session_for(message, ctx, unknown_advice=True)
+            if outcome.held is not None:
+                raise _Refused(error_reply(message, channel, "400::one connect per batch"))
+            result = self._connect(message, session, ctx)
+            if isinstance(result, HeldConnect):
+                outcome.held = result
+            else:
+                outcome.replies.extend(result)
+        elif channel == META_SUBSCRIBE:
+            session = await self._session_for(message, ctx)
+            outcome.replies.append(self._subscribe(message, session))
+        elif channel == META_UNSUBSCRIBE:
+            session = await self._session_for(message, ctx)
+            outcome.replies.append(self._unsubscribe(message, session))
+        elif channel == META_DISCONNECT:
+            session = await self._session_for(message, ctx)
+            outcome.replies.append(self._disconnect(message, session))
+        elif is_meta(channel):
+            raise _Refused(error_reply(message, channel, ERR_UNKNOWN_CHANNEL))
+        else:
+            session = await self._session_for(message, ctx)
+            outcome.replies.append(self._publish(message, session))
+
+    # ------------------------------------------------------------------ authentication
+
+    async def _authenticate(self, request: AuthRequest) -> str | None:
+        try:
+            agent = await self._authenticate_cb(request)
+        except Exception:  # an authenticator bug must refuse, not crash the transport
+            log.exception("cometd authenticator failed")
+            return None
+        return agent if isinstance(agent, str) and agent else None
+
+    def _credential_key(self, ctx: RequestContext) -> str | None:
+        """What identifies the credentials a request carries (``None``: it carries none)."""
+        if ctx.link is not None:
+            return None  # a websocket is bound to one agent at its first handshake
+        parts = [ctx.headers.get("authorization")]
+        parts.extend(ctx.cookies.get(name) for name in self.settings.credential_cookies)
+        if all(part is None for part in parts):
+            return None
+        return "\x00".join(part or "" for part in parts)
+
+    async def _session_for(
+        self, message: Message, ctx: RequestContext, *, unknown_advice: bool = False
+    ) -> Session:
+        channel: str = message["channel"]
+        client_id = message.get("clientId")
+        session = self.sessions.get(client_id) if isinstance(client_id, str) else None
+        if session is None or session.closed:
+            raise _Refused(self._unknown_session(message, channel, unknown_advice))
+        if ctx.link is not None and ctx.link.agent_id not in (None, session.agent_id):
+            raise _Refused(error_reply(message, channel, ERR_AGENT_MISMATCH))
+        key = self._credential_key(ctx)
+        if key is not None and key != session.credential_key:
+            ext = message.get("ext")
+            agent = await self._authenticate(
+                AuthRequest(
+                    ctx.headers, ctx.cookies, ctx.client_host, ext if isinstance(ext, dict) else {}
+                )
+            )
+            if agent != session.agent_id:
+                log.warning("cometd: clientId of %s used by %s", session.agent_id, agent)
+                raise _Refused(error_reply(message, channel, ERR_AGENT_MISMATCH))
+            session.credential_key = key
+        return session
+
+    def _unknown_session(self, message: Message, channel: str, advice: bool) -> Message:
+        reply = error_reply(message, channel, self.settings.session_unknown_error)
+        if advice:
+            # CometD's BayeuxServerImpl.unknownSession advises a re-handshake; the random
+            # interval spreads the re-handshakes of every client after a restart.
+            spread = self.settings.unknown_session_interval_ms
+            reply["advice"] = {
+                "reconnect": "handshake",
+                "interval": random.randint(0, spread) if spread > 0 else 0,
+            }
+        return reply
+
+    # ------------------------------------------------------------------ meta channels
+
+    def _advice(self, session: Session | None, multiple_clients: bool = False) -> Message:
+        settings = self.settings
+        timeout = settings.timeout_ms
+        if session is not None and session.timeout_ms is not None:
+            timeout = session.timeout_ms
+        advice: Message = {
+            "reconnect": "retry",
+            "interval": settings.interval_ms,
+            "timeout": timeout,
+            "maxInterval": settings.max_interval_ms,
+        }
+        if multiple_clients:
+            advice["multiple-clients"] = True
+            if settings.multi_session_interval_ms > 0:
+                advice["interval"] = settings.multi_session_interval_ms
+            else:
+                advice["reconnect"] = "none"
+        return advice
+
+    async def _handshake(self, message: Message, ctx: RequestContext) -> Message:
+        channel = META_HANDSHAKE
+        if "id" in message and not valid_id(message["id"]):
+            message = {k: v for k, v in message.items() if k != "id"}
+            return error_reply(message, channel, ERR_BAD_ID)
+        version = message.get("version")
+        if not isinstance(version, str) or not version.startswith("1"):
+            return self._handshake_failure(message, ERR_BAD_VERSION)
+        offered = message.get("supportedConnectionTypes")
+        ours = self.settings.connection_types
+        if (
+            not isinstance(offered, list)
+            or not any(t in ours for t in offered if isinstance(t, str))
+            or ctx.connection_type not in ours
+        ):
+            failure = self._handshake_failure(message, ERR_BAD_CONNECTION_TYPE)
+            failure["supportedConnectionTypes"] = ours
+            return failure
+        ext = message.get("ext")
+        ext = ext if isinstance(ext, dict) else {}
+        agent = await self._authenticate(
+            AuthRequest(ctx.headers, ctx.cookies, ctx.client_host, ext)
+        )
+        if agent is None:
+            return self._handshake_failure(message, ERR_HANDSHAKE_DENIED)
+        link = ctx.link
+        if link is not None:
+            if link.agent_id is not None and link.agent_id != agent:
+                return self._handshake_failure(message, ERR_AGENT_MISMATCH)
+            link.agent_id = agent
+        browser_id = ctx.cookies.get(self.settings.browser_cookie)
+        if link is None and (browser_id is None or not _BROWSER_ID.fullmatch(browser_id)):
+            browser_id = secrets.token_urlsafe(18)
+            ctx.set_browser_cookie = browser_id
+        ack_field = ext.get("ack")
+        ack = ack_field is True or (
+            isinstance(ack_field, dict) and ack_field.get("enabled") is True
+        )
+        loop = self._bind_loop()
+        session = Session(
+            secrets.token_urlsafe(18),
+            agent,
+            browser_id=browser_id if link is None else None,
+            credential_key=self._credential_key(ctx),
+            ack=ack,
+            now=loop.time(),
+        )
+        self.sessions.add(session)
+        reply: Message = {
+            "channel": channel,
+            "version": BAYEUX_VERSION,
+            "minimumVersion": BAYEUX_VERSION,
+            "supportedConnectionTypes": ours,
+            "clientId": session.client_id,
+            "successful": True,
+            # Always advise on the handshake reply: without it, older clients keep a stale
+            # "handshake" advice and loop (cometd#722, aiocometd#1).
+            "advice": self._advice(session),
+        }
+        if "id" in message:
+            reply["id"] = message["id"]
+        if ack:
+            reply["ext"] = {"ack": True}
+        return reply
+
+    def _handshake_failure(self, message: Message, error: str) -> Message:
+        reply = error_reply(message, META_HANDSHAKE, error)
+        reply.pop("clientId", None)
+        # reconnect "none" must travel with successful:false or clients never hear (cometd#159).
+        reply["advice"] = {"reconnect": "none", "interval": 0}
+        return reply
+
+    def _connect(
+        self, message: Message, session: Session, ctx: RequestContext
+    ) -> list[Message] | HeldConnect:
+        settings = self.settings
+        connection_type = message.get("connectionType")
+        if not isinstance(connection_type, str):
+            raise _Refused(error_reply(message, META_CONNECT, ERR_BAD_MESSAGE))
+        if connection_type not in settings.connection_types:
+            raise _Refused(error_reply(message, META_CONNECT, ERR_BAD_CONNECTION_TYPE))
+        loop = self._bind_loop()
+        session.last_seen = loop.time()
+        if session.held is not None:
+            # One held connect per session: the newer one wins (spec; CometD cancels the old
+            # one with a non-408 HTTP error).
+            self.release(session.held, None)
+        if session.ack:
+            ext = message.get("ext")
+            if isinstance(ext, dict):
+                acked = ext.get("ack")
+                if isinstance(acked, int) and not isinstance(acked, bool):
+                    session.acknowledge(acked)
+        immediate = not session.connected or self._stopping
+        advice = message.get("advice")
+        if isinstance(advice, dict):
+            wanted = advice.get("timeout")
+            if isinstance(wanted, int | float) and not isinstance(wanted, bool) and wanted >= 0:
+                if wanted == 0:
+                    immediate = True  # the client asks for an answer now (after an outage)
+                else:
+                    session.timeout_ms = min(int(wanted), settings.max_client_timeout_ms)
+        link = ctx.link
+        if link is not None:
+            session.link = link
+        elif session.link is not None:
+            session.link = None  # moved to long-polling
+        reply: Message = {"channel": META_CONNECT, "successful": True}
+        if "id" in message:
+            reply["id"] = message["id"]
+        timeout = settings.timeout_ms if session.timeout_ms is None else session.timeout_ms
+        if immediate or session.queue or timeout <= 0:
+            return self._complete(session, reply)
+        browser_id = session.browser_id if link is None else None
+        if (
+            browser_id is not None
+            and settings.max_sessions_per_browser >= 0
+            and self.sessions.held_in_browser(browser_id) >= settings.max_sessions_per_browser
+        ):
+            return self._complete(session, reply, multiple_clients=True)
+        held = HeldConnect(session, reply, browser_id, link)
+        held.timer = loop.call_later(timeout / 1000, self._expire, held)
+        session.held = held
+        if browser_id is not None:
+            self.sessions.browser_hold(browser_id, 1)
+        return held
+
+    def _complete(
+        self, session: Session, reply: Message, *, multiple_clients: bool = False
+    ) -> list[Message]:
+        """The connect reply (advice when it changed, ack batch id) and the queued messages."""
+        session.connected = True
+        if self._loop is not None:
+            session.last_seen = self._loop.time()
+        advice = self._advice(session, multiple_clients)
+        key = tuple(advice.items())
+        if key != session.advice_sent:
+            reply["advice"] = advice
+            session.advice_sent = key
+        messages, batch = session.take()
+        if batch is not None:
+            reply["ext"] = {"ack": batch}
+        return [reply, *messages]
+
+    def release(self, held: HeldConnect, result: list[Message] | None) -> None:
+        """Answer a held connect once (``None``: cancelled by a newer connect)."""
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        session = held.session
+        if session.held is held:
+            session.held = None
+            if held.browser_id is not None:
+                self.sessions.browser_hold(held.browser_id, -1)
+        if not held.future.done():
+            held.future.set_result(result)
+
+    def _expire(self, held: HeldConnect) -> None:
+        held.timer = None
+        if held.session.held is held:
+            self.release(held, self._complete(held.session, held.reply))
+
+    def _subscribe(self, message: Message, session: Session) -> Message:
+        patterns = self._patterns(message)
+        for pattern in patterns:
+            error = self._subscription_error(pattern)
+            if error is not None:
+                raise _Refused(self._subscription_reply(message, error))
+        for pattern in patterns:
+            if not is_service(pattern):  # spec: /service/** subscriptions are not recorded
+                session.subscribe(pattern)
+        return self._subscription_reply(message, None)
+
+    def _unsubscribe(self, message: Message, session: Session) -> Message:
+        for pattern in self._patterns(message):
+            session.unsubscribe(pattern)
+        return self._subscription_reply(message, None)
+
+    def _patterns(self, message: Message) -> list[str]:
+        value = message.get("subscription")
+        patterns = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(patterns, list)
+            or not 0 < len(patterns) <= MAX_SUBSCRIPTIONS_PER_MESSAGE
+            or not all(is_valid_channel(p, allow_wildcard=True) for p in patterns)
+        ):
+            raise _Refused(self._subscription_reply(message, ERR_BAD_SUBSCRIPTION))
+        return patterns
+
+    @staticmethod
+    def _subscription_error(pattern: str) -> str | None:
+        if is_meta(pattern):
+            return ERR_META_DENIED
+        if is_service(pattern) or pattern in AGENT_CHANNELS:
+            return None
+        if is_wildcard(pattern):
+            if pattern.rsplit("/", 1)[0] in _AGENT_WILDCARD_BASES:
+                return None
+            return ERR_SUBSCRIBE_DENIED  # would cover channels that are not the agent's
+        return ERR_UNKNOWN_CHANNEL
+
+    @staticmethod
+    def _subscription_reply(message: Message, error: str | None) -> Message:
+        channel: str = message["channel"]
+        if error is None:
+            reply: Message = {"channel": channel, "successful": True}
+            if "id" in message:
+                reply["id"] = message["id"]
+            reply["clientId"] = message["clientId"]
+        else:
+            reply = error_reply(message, channel, error)
+        subscription = message.get("subscription")
+        if isinstance(subscription, str | list):
+            reply["subscription"] = subscription
+        return reply
+
+    def _disconnect(self, message: Message, session: Session) -> Message:
+        self._close(session, goodbye=True)
+        reply: Message = {"channel": META_DISCONNECT, "successful": True}
+        if "id" in message:
+            reply["id"] = message["id"]
+        reply["clientId"] = session.client_id
+        return reply
+
+    def _publish(self, message: Message, session: Session) -> Message:
+        channel: str = message["channel"]
+        if "data" not in message:
+            raise _Refused(error_reply(message, channel, ERR_NO_DATA))
+        if not is_service(channel):
+            # Agents only listen; nothing a client publishes is broadcast, least of all /me/**.
+            raise _Refused(error_reply(message, channel, ERR_PUBLISH_DENIED))
+        service = self._services.get(channel)
+        if service is None:
+            raise _Refused(error_reply(message, channel, ERR_UNKNOWN_CHANNEL))
+        answer = service(session.agent_id, message["data"])
+        if answer is not None:
+            # Delivered like any event and without the request's id: aiocometd takes a
+            # /service message with an id for the publish acknowledgement and swallows it.
+            self._enqueue(session, {"channel": channel, "data": answer})
+        reply: Message = {"channel": channel, "successful": True}
+        if "id" in message:
+            reply["id"] = message["id"]
+        return reply
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(self, agent_id: str, topic: str, data: Any, seq: int = 0) -> int:
+        """Queue ``data`` on ``topic`` (and its ``/v2`` alias) for the agent's subscribed sessions.
+
+        Returns the number of messages queued. Must run on the loop thread (the notifier
+        makes sure of that).
+        """
+        channels = (topic, "/v2" + topic) if topic.startswith("/me/") else (topic,)
+        built: dict[str, Message] = {}
+        count = 0
+        for session in self.sessions.of_agent(agent_id):
+            for channel in channels:
+                if session.is_subscribed(channel):
+                    message = built.get(channel)
+                    if message is None:
+                        message = {"channel": channel, "data": data}
+                        if seq:
+                            message["id"] = str(seq)
+                        built[channel] = message
+                    self._enqueue(session, message)
+                    count += 1
+        return count
+
+    def _enqueue(self, session: Session, message: Message) -> None:
+        if session.closed:
+            return
+        session.queue.append(message)
+        limit = self.settings.max_queue
+        if limit > 0:
+            pending = session.pending()
+            if pending > limit:
+                if self.settings.overflow_policy is OverflowPolicy.CLOSE_SESSION:
+                    log.warning(
+                        "cometd: queue of %s (agent %s) full; session closed",
+                        session.client_id,
+                        session.agent_id,
+                    )
+                    self._close(session, goodbye=False)
+                    return
+                session.drop_oldest(pending - limit)
+        if not session.flush_pending:
+            session.flush_pending = True
+            # call_soon: messages published in the same loop turn travel in one reply.
+            self._bind_loop().call_soon(self._flush, session)
+
+    def _flush(self, session: Session) -> None:
+        session.flush_pending = False
+        if session.closed or not session.queue:
+            return
+        if session.link is not None and not session.ack:
+            # Websocket without ack: push at once, the held connect stays a heartbeat.
+            messages = session.queue
+            session.queue = []
+            session.link.push(messages)
+        elif session.held is not None:
+            self.release(session.held, self._complete(session, session.held.reply))
+        # otherwise the messages wait for the next /meta/connect
+
+    def _close(self, session: Session, *, goodbye: bool) -> None:
+        """Forget a session; a held connect is answered so its client learns at once."""
+        self.sessions.remove(session)
+        session.closed = True
+        held = session.held
+        if held is not None:
+            reply = dict(held.reply)
+            if goodbye:
+                reply["advice"] = {"reconnect": "none", "interval": 0}
+            else:
+                reply = self._unknown_session(held.reply, META_CONNECT, True)
+            self.release(held, [reply])
+        session.queue = []
+        session.unacked = []
+        session.link = None
+
+    # ------------------------------------------------------------------ sweeping
+
+    def sweep(self) -> int:
+        """Remove sessions without a connect for ``interval + maxInterval``; returns how many."""
+        loop = self._bind_loop()
+        deadline = loop.time() - (self.settings.interval_ms + self.settings.max_interval_ms) / 1000
+        swept = 0
+        for session in self.sessions:
+            if session.held is None and session.last_seen < deadline:
+                self._close(session, goodbye=False)
+                swept += 1
+        return swept
+
+    async def _sweep_forever(self) -> None:
+        period = self.settings.sweep_period_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.sweep()
+            except Exception:  # keep sweeping whatever one pass hit
+                log.exception("cometd sweeper failed")
+
+
+def _channel_of(message: Message) -> str:
+    channel = message.get("channel")
+    return channel if isinstance(channel, str) and len(channel) < 256 else META_UNSUCCESSFUL
+
+
+__all__ = [
+    "AGENT_CHANNELS",
+    "AuthRequest",
+    "Authenticator",
+    "BayeuxServer",
+    "Outcome",
+    "RequestContext",
+    "Service",
+    "echo_service",
+]

@@ -1,0 +1,201 @@
+"""Bayeux sessions: subscriptions, the outgoing queue, the ``ack`` extension, the held connect.
+
+A session is the server half of one ``clientId``. It is deliberately small (``__slots__``, plain
+lists): the issue budgets 10 KB per idle session, transport included.
+
+The ``ack`` extension follows CometD's ``AcknowledgedMessagesSessionExtension`` (Java server) and
+``AckExtension.js`` (client): every ``/meta/connect`` reply carries ``ext.ack = <batch id>``; the
+client sends the last batch id it received on its next connect; batches up to that id are
+forgotten and any later ones (sent but never received) are delivered again, first, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Protocol
+
+from .protocol import Message, matches
+
+
+class Link(Protocol):
+    """A transport connection that can push messages at any time (a websocket)."""
+
+    agent_id: str | None
+
+    def push(self, messages: list[Message]) -> None: ...
+
+
+class HeldConnect:
+    """A ``/meta/connect`` waiting for a message or its timeout.
+
+    The future resolves to the reply batch (connect reply first, then the messages), or to
+    ``None`` when a newer connect of the same session cancelled it.
+    """
+
+    __slots__ = ("browser_id", "future", "link", "reply", "session", "timer")
+
+    def __init__(
+        self, session: Session, reply: Message, browser_id: str | None, link: Link | None
+    ) -> None:
+        self.session = session
+        self.reply = reply
+        self.browser_id = browser_id
+        self.link = link
+        self.future: asyncio.Future[list[Message] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Session:
+    """One Bayeux client session, bound for life to the agent that handshook it."""
+
+    __slots__ = (
+        "ack",
+        "advice_sent",
+        "agent_id",
+        "batch",
+        "browser_id",
+        "client_id",
+        "closed",
+        "connected",
+        "credential_key",
+        "flush_pending",
+        "held",
+        "last_seen",
+        "link",
+        "queue",
+        "subscriptions",
+        "timeout_ms",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        agent_id: str,
+        *,
+        browser_id: str | None,
+        credential_key: str | None,
+        ack: bool,
+        now: float,
+    ) -> None:
+        self.client_id = client_id
+        self.agent_id = agent_id
+        self.browser_id = browser_id
+        self.credential_key = credential_key
+        self.ack = ack
+        self.batch = 0
+        self.subscriptions: list[str] = []
+        self.queue: list[Message] = []
+        self.unacked: list[tuple[int, list[Message]]] = []
+        self.held: HeldConnect | None = None
+        self.connected = False  # a connect was answered since the handshake
+        self.last_seen = now
+        self.timeout_ms: int | None = None  # the client's own advice.timeout, when it sent one
+        self.advice_sent: tuple[object, ...] | None = None
+        self.link: Link | None = None
+        self.flush_pending = False
+        self.closed = False
+
+    # ---------------------------------------------------------------- subscriptions
+
+    def subscribe(self, pattern: str) -> None:
+        if pattern not in self.subscriptions:
+            self.subscriptions.append(pattern)
+
+    def unsubscribe(self, pattern: str) -> None:
+        if pattern in self.subscriptions:
+            self.subscriptions.remove(pattern)
+
+    def is_subscribed(self, channel: str) -> bool:
+        return any(matches(pattern, channel) for pattern in self.subscriptions)
+
+    # ---------------------------------------------------------------- queue
+
+    def pending(self) -> int:
+        """Messages held for this session: queued plus sent-but-unacknowledged."""
+        return len(self.queue) + sum(len(batch) for _, batch in self.unacked)
+
+    def drop_oldest(self, count: int) -> None:
+        """Discard ``count`` of the oldest messages (unacknowledged batches first)."""
+        while count > 0 and self.unacked:
+            batch_id, batch = self.unacked[0]
+            if len(batch) <= count:
+                count -= len(batch)
+                self.unacked.pop(0)
+            else:
+                self.unacked[0] = (batch_id, batch[count:])
+                count = 0
+        if count > 0:
+            del self.queue[:count]
+
+    def acknowledge(self, batch_id: int) -> None:
+        """Forget batches up to ``batch_id``; put later ones (lost in transit) back in front."""
+        if not self.unacked:
+            return
+        lost: list[Message] = []
+        for sent_id, batch in self.unacked:
+            if sent_id > batch_id:
+                lost.extend(batch)
+        self.unacked.clear()
+        if lost:
+            self.queue[:0] = lost
+
+    def take(self) -> tuple[list[Message], int | None]:
+        """Everything queued, plus (with ``ack``) the batch id that names it."""
+        messages = self.queue
+        self.queue = []
+        if not self.ack:
+            return messages, None
+        self.batch += 1
+        if messages:
+            self.unacked.append((self.batch, messages))
+        return messages, self.batch
+
+
+class SessionRegistry:
+    """Sessions by clientId and by agent, and held long-polls per browser."""
+
+    __slots__ = ("_by_agent", "_by_id", "_held_per_browser")
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Session] = {}
+        self._by_agent: dict[str, dict[str, Session]] = {}
+        self._held_per_browser: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._by_id.values()))
+
+    def get(self, client_id: str) -> Session | None:
+        return self._by_id.get(client_id)
+
+    def add(self, session: Session) -> None:
+        self._by_id[session.client_id] = session
+        self._by_agent.setdefault(session.agent_id, {})[session.client_id] = session
+
+    def remove(self, session: Session) -> None:
+        self._by_id.pop(session.client_id, None)
+        of_agent = self._by_agent.get(session.agent_id)
+        if of_agent is not None:
+            of_agent.pop(session.client_id, None)
+            if not of_agent:
+                del self._by_agent[session.agent_id]
+
+    def of_agent(self, agent_id: str) -> Iterator[Session]:
+        of_agent = self._by_agent.get(agent_id)
+        return iter(()) if of_agent is None else iter(list(of_agent.values()))
+
+    def held_in_browser(self, browser_id: str) -> int:
+        return self._held_per_browser.get(browser_id, 0)
+
+    def browser_hold(self, browser_id: str, delta: int) -> None:
+        count = self._held_per_browser.get(browser_id, 0) + delta
+        if count > 0:
+            self._held_per_browser[browser_id] = count
+        else:
+            self._held_per_browser.pop(browser_id, None)

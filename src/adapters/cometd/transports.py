@@ -1,0 +1,292 @@
+"""HTTP long-polling and websocket transports, as Starlette routes.
+
+Long-polling is a bare ASGI endpoint (no Request/Response objects): every held connect is one
+suspended request, so its per-request cost is the server's per-session cost. The JS client
+appends ``/handshake``, ``/connect``, ``/disconnect`` to the URL (``appendMessageTypeToURL``),
+so every sub-path is routed to the same endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .protocol import (
+    ERR_BAD_JSON,
+    LONG_POLLING,
+    META_UNSUCCESSFUL,
+    WEBSOCKET,
+    BadPayload,
+    Message,
+    encode,
+    encode_text,
+    error_reply,
+    parse_batch,
+)
+from .server import BayeuxServer, RequestContext
+
+_JSON = b"application/json;charset=UTF-8"
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """``name=value; name2=value2`` (RFC 6265 §4.2.1); malformed pairs are skipped."""
+    cookies: dict[str, str] = {}
+    if not header:
+        return cookies
+    for pair in header.split(";"):
+        name, sep, value = pair.strip().partition("=")
+        if sep and name:
+            cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name == "cookie" and name in headers:
+            headers[name] += "; " + value  # HTTP/2 may split cookies
+        else:
+            headers[name] = value
+    return headers
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+class LongPollingEndpoint:
+    """``POST`` a JSON batch (or the form field ``message=``), get the reply batch."""
+
+    def __init__(self, server: BayeuxServer) -> None:
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "POST":
+            await _plain(send, 405, b"POST a Bayeux message batch", [(b"allow", b"POST")])
+            return
+        server = self.server
+        limit = server.settings.max_body_bytes
+        headers = _headers(scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _plain(send, 413, b"request body too large")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _plain(send, 413, b"request body too large")
+                return
+            chunks.append(chunk)
+            more = event.get("more_body", False)
+        body = b"".join(chunks)
+        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            # Spec: long-polling MAY send the batch as the form field "message".
+            form = parse_qs(body.decode("utf-8", "replace"))
+            body = form.get("message", [""])[0].encode()
+        try:
+            batch = parse_batch(body)
+        except BadPayload:
+            await _plain(send, 400, b"the body is not a JSON array of Bayeux messages")
+            return
+        ctx = RequestContext(
+            headers,
+            parse_cookies(headers.get("cookie")),
+            _client_host(scope),
+            LONG_POLLING,
+        )
+        outcome = await server.process(batch, ctx)
+        replies = outcome.replies
+        held = outcome.held
+        set_cookie = ctx.set_browser_cookie
+        if held is not None:
+            # A held connect is the idle cost of a session: drop what is not needed any more.
+            del outcome, ctx, headers, chunks, body, batch
+            try:
+                result = await held.future
+            except asyncio.CancelledError:
+                # The HTTP server gave up on the request (shutdown after its grace period):
+                # forget the held connect; there is nobody left to answer.
+                server.release(held, None)
+                return
+            if result is None:
+                # Cancelled by a newer connect of the same session: an HTTP error, never 408
+                # (Chrome retries 408 by itself, cometd#883).
+                await _plain(send, server.settings.duplicate_connect_status, b"")
+                return
+            replies = [*replies, *result]
+        extra: list[tuple[bytes, bytes]] = []
+        if set_cookie is not None:
+            settings = server.settings
+            cookie = f"{settings.browser_cookie}={set_cookie}; Path=/; HttpOnly"
+            if settings.browser_cookie_secure:
+                cookie += "; Secure; SameSite=None"
+            extra.append((b"set-cookie", cookie.encode()))
+        await _respond(send, 200, encode(replies), _JSON, extra)
+
+
+async def _plain(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _respond(send, status, body, b"text/plain;charset=UTF-8", extra or [])
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-cache, no-store"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class WebSocketLink:
+    """One websocket: replies and pushed messages leave through one writer, in order."""
+
+    __slots__ = ("_close_code", "_outbox", "_wakeup", "agent_id", "websocket")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.agent_id: str | None = None
+        self._outbox: list[Message] = []
+        self._wakeup = asyncio.Event()
+        self._close_code: int | None = None
+
+    def push(self, messages: list[Message]) -> None:
+        if self._close_code is not None or not messages:
+            return
+        self._outbox.extend(messages)
+        self._wakeup.set()
+
+    def close(self, code: int = 1001) -> None:
+        """Ask the writer to flush and close the socket (default: 1001, going away)."""
+        if self._close_code is None:
+            self._close_code = code
+            self._wakeup.set()
+
+    def on_held_done(self, future: asyncio.Future[list[Message] | None]) -> None:
+        if not future.cancelled() and (result := future.result()) is not None:
+            self.push(result)
+
+    async def write_forever(self) -> None:
+        websocket = self.websocket
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._outbox:
+                # Everything queued so far leaves as one frame (one JSON array).
+                frame, self._outbox = self._outbox, []
+                await websocket.send_text(encode_text(frame))
+            if self._close_code is not None:
+                await websocket.close(code=self._close_code)
+                return
+
+
+class WebSocketEndpoint:
+    """The same batches over a websocket; the server may push at any time."""
+
+    def __init__(self, server: BayeuxServer) -> None:
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send)
+        await websocket.accept()
+        server = self.server
+        link = WebSocketLink(websocket)
+        headers = _headers(scope)
+        ctx = RequestContext(
+            headers,
+            parse_cookies(headers.get("cookie")),
+            _client_host(scope),
+            WEBSOCKET,
+            link,
+        )
+        server.link_opened(link)
+        writer = asyncio.create_task(link.write_forever(), name="cometd-ws-writer")
+        limit = server.settings.max_body_bytes
+        client_gone = False
+        try:
+            while not writer.done():
+                event = await websocket.receive()
+                if event["type"] == "websocket.disconnect":
+                    client_gone = True
+                    break
+                payload: str | bytes | None = event.get("text")
+                if payload is None:
+                    payload = event.get("bytes") or b""
+                if len(payload) > limit:
+                    link.close(1009)  # message too big
+                    break
+                try:
+                    batch = parse_batch(payload)
+                except BadPayload:
+                    link.push([error_reply(None, META_UNSUCCESSFUL, ERR_BAD_JSON)])
+                    continue
+                outcome = await server.process(batch, ctx)
+                link.push(outcome.replies)
+                if outcome.held is not None:
+                    outcome.held.future.add_done_callback(link.on_held_done)
+        except (WebSocketDisconnect, RuntimeError):
+            client_gone = True
+        finally:
+            server.link_closed(link)
+            link.close()
+            if client_gone:
+                writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+
+def cometd_routes(server: BayeuxServer, path: str = "/api/v2/notifications") -> list[BaseRoute]:
+    """Routes serving Bayeux at ``path`` (and every sub-path the clients append)."""
+    path = path.rstrip("/")
+    long_polling = LongPollingEndpoint(server)
+    websocket = WebSocketEndpoint(server)
+    routes: list[BaseRoute] = []
+    if server.settings.websocket:
+        routes += [
+            WebSocketRoute(path, websocket, name="cometd-websocket"),
+            WebSocketRoute(path + "/", websocket),
+        ]
+    if server.settings.long_polling:
+        routes += [
+            Route(path, long_polling, name="cometd"),
+            Route(path + "/{message_type:path}", long_polling),
+        ]
+    return routes
+
+
+def create_app(server: BayeuxServer, path: str = "/api/v2/notifications") -> Starlette:
+    """A standalone Starlette app serving ``path`` whose lifespan starts and stops ``server``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    return Starlette(routes=cometd_routes(server, path), lifespan=lifespan)
