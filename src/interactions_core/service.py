@@ -676,6 +676,9 @@ class InteractionService:
                 update["subject"] = given.subject
             if given.text is not None:
                 update["text"] = given.text
+                # The parts of multipart/alternative must say the same thing (RFC 2046
+                # §5.1.4): new text without new HTML drops the composed HTML.
+                update["html"] = ""
             if given.structured_text is not None:
                 update["html"] = given.structured_text
         now = self.clock.now()

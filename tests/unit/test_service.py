@@ -439,3 +439,12 @@ def test_attachments_on_a_draft(h: Harness) -> None:
     assert [a["id"] for a in h.last_notification("alice")["email_object"]["attachments"]] == [
         odd.id
     ]
+
+
+def test_send_with_new_text_only_drops_the_composed_html(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "ReplyAll"})["replyInteractionId"]
+    assert h.last_notification("alice")["email_object"]["StructuredText"]
+    h.execute("alice", draft, {"operationName": "Send", "email_object": {"text": "New"}})
+    assert (h.sent_mail[0].text, h.sent_mail[0].html) == ("New", "")

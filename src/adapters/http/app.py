@@ -1,0 +1,457 @@
+"""The agent HTTP API (FastAPI) under ``/api/v2``, exactly as the seed describes it.
+
+Bodies are read and parsed here, not by FastAPI: the size is capped before reading, malformed
+or hostile JSON (too deep, huge numbers) is a 400 in the seed's error shape, and the
+``operationName`` union is validated by the core, which lists every problem. The OpenAPI page
+still shows the union with its discriminator and an example per operation.
+
+Status codes: 400 bad request, 401 not authenticated, 403 CSRF, 404 unknown or not the agent's,
+409 not allowed in this state or a version conflict, 413 too large, 429 too many failed logins,
+503 store busy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from starlette.routing import BaseRoute
+
+from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
+from interactions_core.operations import Operation, parse_operation
+from interactions_core.routing import Router
+from interactions_core.service import InteractionService
+
+from ..server.runtime import CoreRunner
+from .auth import SESSION_COOKIE, AuthError, AuthResult, HttpAuth
+
+API = "/api/v2"
+STATUS = {
+    "invalid": 400,
+    "not_found": 404,
+    "not_allowed": 409,
+    "conflict": 409,
+    "too_large": 413,
+    "unavailable": 503,
+}
+
+
+class OkResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str = "ok"
+
+
+class ErrorResponse(BaseModel):
+    status: str = "error"
+    errorDescription: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "Bad request: malformed JSON, unknown operationName or bad fields"),
+        (401, "Not authenticated"),
+        (403, "Missing or invalid Csrf token"),
+        (404, "No such interaction for this agent"),
+        (409, "Not allowed in the current state, or changed concurrently"),
+        (413, "Too large"),
+        (429, "Too many failed logins"),
+        (503, "Busy; try again"),
+    )
+}
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "Accept": {"operationName": "Accept"},
+    "Reject": {"operationName": "Reject"},
+    "Reply": {"operationName": "Reply", "subjectPrefix": "Re: ", "quoteOriginal": True},
+    "ReplyAll": {
+        "operationName": "ReplyAll",
+        "replyToStartLine": "You wrote:",
+        "indentCharacter": "> ",
+        "quoteOriginal": True,
+        "queueName": "Drafts",
+    },
+    "Forward": {"operationName": "Forward", "toAddress": "partner@example.net"},
+    "CancelReply": {"operationName": "CancelReply"},
+    "Send": {
+        "operationName": "Send",
+        "queueName": "Sent",
+        "email_object": {
+            "toAddress": "customer@example.org",
+            "subject": "Re: Order 42",
+            "text": "It ships today.",
+            "ccAddress": ["colleague@example.org"],
+        },
+    },
+    "Transfer": {"operationName": "Transfer", "agentId": "bob"},
+    "StopProcessing": {"operationName": "StopProcessing"},
+    "PlaceInQueue": {"operationName": "PlaceInQueue", "queueName": "Support"},
+    "PlaceInWorkbin": {"operationName": "PlaceInWorkbin", "workbinName": "Personal"},
+    "Pull": {"operationName": "Pull"},
+    "UpdateProperties": {
+        "operationName": "UpdateProperties",
+        "userData": {"Priority": 3},
+        "comment": "VIP",
+    },
+    "LinkAttachment": {"operationName": "LinkAttachment", "attachmentId": "<id>"},
+}
+CREATE_EXAMPLE = {
+    "operationName": "CreateEmail",
+    "queueName": "Drafts",
+    "interactionType": "Outbound",
+    "interactionSubType": "OutboundNew",
+}
+
+
+class _App(FastAPI):
+    """FastAPI plus the operation union's schemas and Basic security in its OpenAPI."""
+
+    extra_schemas: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance
+
+    def openapi(self) -> dict[str, Any]:
+        schema = super().openapi()
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(self.extra_schemas)
+        components["securitySchemes"] = {"basic": {"type": "http", "scheme": "basic"}}
+        schema["security"] = [{"basic": []}]
+        return schema
+
+
+def error(status: int, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"status": "error", "errorDescription": description}, status_code=status, headers=headers
+    )
+
+
+def from_domain(exc: InteractionsError) -> JSONResponse:
+    return error(STATUS.get(exc.kind, 400), exc.description)
+
+
+class Api:
+    """Everything the routes need: the core (on its thread), authentication, limits."""
+
+    def __init__(
+        self,
+        core: CoreRunner,
+        service: InteractionService,
+        router: Router,
+        auth: HttpAuth,
+        *,
+        max_body_bytes: int = 1024 * 1024,
+        max_attachment_bytes: int = 25 * 1024 * 1024,
+    ) -> None:
+        self.core = core
+        self.service = service
+        self.router = router
+        self.auth = auth
+        self.max_body_bytes = max_body_bytes
+        self.max_attachment_bytes = max_attachment_bytes
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, bounded in size and depth; ``InvalidRequest``/``TooLarge`` otherwise."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise InvalidRequest("The request body must be a JSON object with an operationName")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise InvalidRequest("Malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
+
+
+def create_app(
+    api: Api,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan: Callable[[FastAPI], Any] | None = None,
+) -> FastAPI:
+    app = _App(
+        title="interactions-core agent API",
+        version="0.1.0",
+        description="GWS-style agent API for e-mail interactions. Results arrive as CometD "
+        "notifications on /api/v2/notifications (channel /me/interactions).",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        path = request.url.path
+        if not path.startswith(API + "/me"):
+            return await call_next(request)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            result = await api.auth.authenticate(
+                headers, request.cookies, request.client.host if request.client else None
+            )
+            api.auth.check_csrf(request.method, headers, result)
+        except AuthError as exc:
+            return error(exc.status, exc.description, exc.headers)
+        request.state.auth = result
+        response = await call_next(request)
+        _session_headers(api.auth, request.method, result, response)
+        return response
+
+    def agent_of(request: Request) -> str:
+        result: AuthResult = request.state.auth
+        return result.agent_id
+
+    async def operate(request: Request, interaction_id: str | None) -> Response:
+        try:
+            body = await read_json(request, api.max_body_bytes)
+            operation = parse_operation(body)
+            agent = agent_of(request)
+            if interaction_id is None:
+                from interactions_core.operations import CreateEmail
+
+                if not isinstance(operation, CreateEmail):
+                    raise InvalidRequest(
+                        f"{operation.canonical} needs an interaction id: "
+                        "POST /api/v2/me/interactions/{id}"
+                    )
+                result = await api.core.run(api.service.create_email, agent, operation)
+            else:
+                result = await api.core.run(api.service.execute, agent, interaction_id, operation)
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse(result.to_wire())
+
+    union_schema = TypeAdapter(Operation).json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    union_defs = union_schema.pop("$defs", {})
+
+    def body_doc(examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": union_schema,
+                        "examples": {name: {"value": value} for name, value in examples.items()},
+                    }
+                },
+            }
+        }
+
+    ok_doc: dict[int | str, dict[str, Any]] = {200: {"model": OkResponse}, **ERRORS}
+
+    @app.post(
+        API + "/me/interactions/{interaction_id}",
+        summary="Execute an operation on an interaction",
+        responses=ok_doc,
+        openapi_extra=body_doc(EXAMPLES),
+        response_model=None,
+    )
+    async def post_operation(interaction_id: str, request: Request) -> Response:
+        return await operate(request, interaction_id)
+
+    @app.post(
+        API + "/me/interaction/{interaction_id}",
+        summary="The seed's singular spelling of the same endpoint",
+        responses=ok_doc,
+        openapi_extra=body_doc(EXAMPLES),
+        response_model=None,
+    )
+    async def post_operation_singular(interaction_id: str, request: Request) -> Response:
+        return await operate(request, interaction_id)
+
+    @app.post(
+        API + "/me/interactions",
+        summary="CreateEmail: a new outbound e-mail",
+        responses=ok_doc,
+        openapi_extra=body_doc({"CreateEmail": CREATE_EXAMPLE}),
+        response_model=None,
+    )
+    async def create_email(request: Request) -> Response:
+        return await operate(request, None)
+
+    @app.get(API + "/me/interactions", responses=ok_doc, response_model=None)
+    async def list_interactions(request: Request) -> Response:
+        try:
+            found = await api.core.run(api.service.list_interactions, agent_of(request))
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok", "interactions": found})
+
+    @app.get(API + "/me/interactions/{interaction_id}", responses=ok_doc, response_model=None)
+    async def get_interaction(interaction_id: str, request: Request) -> Response:
+        try:
+            found = await api.core.run(
+                api.service.get_interaction, agent_of(request), interaction_id
+            )
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok", "interaction": found})
+
+    @app.post(
+        API + "/me/interactions/{interaction_id}/attachments",
+        responses=ok_doc,
+        response_model=None,
+        summary="Upload an attachment (multipart form field 'attachment') to a draft",
+    )
+    async def upload_attachment(
+        interaction_id: str, request: Request, attachment: Annotated[UploadFile, File()]
+    ) -> Response:
+        try:
+            data = await attachment.read(api.max_attachment_bytes + 1)
+            if len(data) > api.max_attachment_bytes:
+                raise TooLarge(f"attachment over {api.max_attachment_bytes} bytes")
+            added = await api.core.run(
+                api.service.add_attachment,
+                agent_of(request),
+                interaction_id,
+                attachment.filename or "attachment",
+                attachment.content_type or "application/octet-stream",
+                data,
+            )
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse(
+            {"status": "ok", "documentId": added.id, "attachment": added.model_dump()}
+        )
+
+    @app.get(
+        API + "/me/interactions/{interaction_id}/attachments/{attachment_id}",
+        responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+        response_model=None,
+    )
+    async def get_attachment(interaction_id: str, attachment_id: str, request: Request) -> Response:
+        try:
+            found, data = await api.core.run(
+                api.service.get_attachment, agent_of(request), interaction_id, attachment_id
+            )
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return Response(
+            data,
+            media_type=found.mimetype,
+            headers={
+                "Content-Disposition": content_disposition(found.name),
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox",
+            },
+        )
+
+    @app.delete(
+        API + "/me/interactions/{interaction_id}/attachments/{attachment_id}",
+        responses=ok_doc,
+        response_model=None,
+    )
+    async def delete_attachment(
+        interaction_id: str, attachment_id: str, request: Request
+    ) -> Response:
+        try:
+            await api.core.run(
+                api.service.remove_attachment, agent_of(request), interaction_id, attachment_id
+            )
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok"})
+
+    @app.post(
+        API + "/me/channels/{channel}",
+        responses=ok_doc,
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "operationName": {"type": "string", "enum": ["Ready", "NotReady"]},
+                                "reason": {"type": "string"},
+                            },
+                            "required": ["operationName"],
+                        },
+                        "examples": {
+                            "Ready": {"value": {"operationName": "Ready"}},
+                            "NotReady": {"value": {"operationName": "NotReady", "reason": "Lunch"}},
+                        },
+                    }
+                },
+            }
+        },
+    )
+    async def set_channel(channel: str, request: Request) -> Response:
+        try:
+            body = await read_json(request, api.max_body_bytes)
+            await api.core.run(api.router.change_channel_state, agent_of(request), channel, body)
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok"})
+
+    @app.get(API + "/me", responses=ok_doc, response_model=None)
+    async def me(request: Request) -> Response:
+        try:
+            state = await api.core.run(api.router.agent_state, agent_of(request))
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok", "user": state})
+
+    @app.get(API + "/me/workbins", responses=ok_doc, response_model=None)
+    async def workbins(request: Request) -> Response:
+        try:
+            found = await api.core.run(api.service.workbins, agent_of(request))
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok", "workbins": found})
+
+    @app.get(API + "/me/workbins/{workbin_name}", responses=ok_doc, response_model=None)
+    async def workbin_content(workbin_name: str, request: Request) -> Response:
+        try:
+            found = await api.core.run(api.service.workbin_content, agent_of(request), workbin_name)
+        except InteractionsError as exc:
+            return from_domain(exc)
+        return JSONResponse({"status": "ok", "interactions": found})
+
+    @app.post(API + "/me/logout", responses=ok_doc, response_model=None)
+    async def logout(request: Request) -> Response:
+        result: AuthResult = request.state.auth
+        api.auth.end_session(result.session_id)
+        response = JSONResponse({"status": "ok"})
+        response.delete_cookie(SESSION_COOKIE, path="/api")
+        return response
+
+    for route in extra_routes:
+        app.router.routes.append(route)
+
+    app.extra_schemas = union_defs
+    return app
+
+
+def _session_headers(auth: HttpAuth, method: str, result: AuthResult, response: Response) -> None:
+    if result.new_session:
+        response.set_cookie(
+            SESSION_COOKIE, result.session_id, httponly=True, samesite="lax", path="/api"
+        )
+    if auth.csrf and method.upper() == "GET":
+        response.headers["X-CSRF-HEADER"] = "X-CSRF-TOKEN"
+        response.headers["X-CSRF-TOKEN"] = result.csrf_token
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback plus the UTF-8 ``filename*``; never header-breaking."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -1,0 +1,1 @@
+"""The server: configuration, the agents file, the composition root and the CLI."""

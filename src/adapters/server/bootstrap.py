@@ -1,0 +1,250 @@
+"""The composition root: the one place that wires the core to real adapters.
+
+``build(settings)`` returns a ``Server`` whose FastAPI app serves the HTTP API and CometD on one
+port and whose lifespan runs, in order: the Bayeux sweeper, the router (rebuilt from the store),
+the notification and mail dispatchers, the router timer and the inbound SMTP receiver. Shutdown
+runs in reverse: no new mail is accepted, timers stop, in-flight sends finish, what was
+committed is published, the store closes. Nothing committed is lost: the outbox is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from interactions_core.ids import RandomIds, SystemClock
+from interactions_core.ingest import Envelope, IngestLimits
+from interactions_core.outbox import RetryPolicy
+from interactions_core.ports import MailEntry
+from interactions_core.routing import Router, RoutingConfig
+from interactions_core.service import IngestResult, InteractionService, ServiceConfig
+
+from ..cometd import AuthRequest, BayeuxServer, CometdSettings, cometd_routes
+from ..http.app import Api, create_app
+from ..http.auth import AuthError, HttpAuth
+from ..smtp import (
+    AsyncMailTransport,
+    MaildirTransport,
+    MailDispatcher,
+    ReceiverConfig,
+    RelayConfig,
+    SmtpReceiver,
+    SmtpTransport,
+)
+from ..sqlite import FileAttachmentStore, SqliteStore
+from .agents import AgentRecord, FileAgentDirectory, hash_password
+from .runtime import CoreRunner, NotificationDispatcher, RouterTimer
+from .settings import Settings
+
+_log = logging.getLogger(__name__)
+NOTIFICATIONS_PATH = "/api/v2/notifications"
+
+
+@dataclass
+class Server:
+    settings: Settings
+    store: SqliteStore
+    attachments: FileAttachmentStore
+    directory: FileAgentDirectory
+    service: InteractionService
+    router: Router
+    core: CoreRunner
+    auth: HttpAuth
+    cometd: BayeuxServer
+    notifications: NotificationDispatcher
+    mail: MailDispatcher
+    receiver: SmtpReceiver
+    timer: RouterTimer
+    ingest: Callable[[bytes, Envelope, str], IngestResult]
+    app: FastAPI = field(init=False)
+    demo_passwords: dict[str, str] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        await self.cometd.start()
+        queues = {*self.settings.mailboxes.values(), self.service.config.default_queue}
+        await self.core.run(self.router.load, queues)
+        self.core.on_change(self.notifications.wake)
+        self.core.on_change(self.mail.wake)
+        await self.notifications.start()
+        await self.mail.start()
+        await self.timer.start()
+        await self.receiver.start()
+        try:
+            yield
+        finally:
+            await self.receiver.stop()
+            await self.timer.stop()
+            await self.mail.stop()
+            await self.mail.transport.close()
+            await self.notifications.stop()
+            await self.cometd.stop()
+            self.core.shutdown()
+            self.store.close()
+
+
+def demo_agents(settings: Settings) -> tuple[list[AgentRecord], dict[str, str]]:
+    """Two demo agents for the zero-set-up main job, with fresh random passwords."""
+    mailboxes = list(settings.mailboxes) or ["support@example.com"]
+    records, passwords = [], {}
+    for agent_id, name in (("alice", "Alice Demo"), ("bob", "Bob Demo")):
+        password = secrets.token_urlsafe(9)
+        passwords[agent_id] = password
+        records.append(
+            AgentRecord(
+                id=agent_id,
+                name=name,
+                password_hash=hash_password(password),
+                mailboxes=mailboxes,
+                addresses=[f"{agent_id}@agents.example"],
+                capacity=5,
+            )
+        )
+    return records, passwords
+
+
+def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -> Server:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    clock = SystemClock()
+    store = SqliteStore(
+        settings.database_path, synchronous=settings.sqlite_synchronous, clock=clock
+    )
+    attachments = FileAttachmentStore(
+        settings.attachments_path,
+        max_size=max(settings.max_attachment_bytes, settings.smtp_max_message_bytes),
+    )
+    passwords: dict[str, str] = {}
+    if settings.agents_file is not None:
+        directory = FileAgentDirectory(settings.agents_file)
+    else:
+        records, passwords = demo_agents(settings)
+        if demo_passwords:
+            passwords = demo_passwords
+            records = [
+                r.model_copy(update={"password_hash": hash_password(passwords[r.id])})
+                for r in records
+            ]
+        directory = FileAgentDirectory(None, records)
+    config = ServiceConfig(
+        message_id_domain=settings.message_id_domain,
+        mailbox_queues=settings.mailboxes,
+        shared_workbins={k: frozenset(v) for k, v in settings.shared_workbins.items()},
+        ingest_limits=IngestLimits(max_message_bytes=settings.smtp_max_message_bytes),
+    )
+    service = InteractionService(store, directory, attachments, clock, RandomIds(), config)
+    router = Router(
+        service,
+        RoutingConfig(
+            offer_timeout=timedelta(seconds=settings.offer_timeout_seconds),
+            queue_skills=settings.queue_skills,
+        ),
+    )
+    core = CoreRunner()
+    auth = HttpAuth(
+        directory.verify,
+        csrf=settings.csrf,
+        max_failures=settings.login_max_failures,
+        window=settings.login_window_seconds,
+    )
+
+    async def authenticate(request: AuthRequest) -> str | None:
+        """The HTTP API's credentials: session cookie or Basic header; a websocket client that
+        cannot set headers may put the Basic value in the handshake's ``ext.authorization``."""
+        headers = dict(request.headers)
+        given = request.ext.get("authorization")
+        if "authorization" not in headers and isinstance(given, str):
+            headers["authorization"] = given
+        try:
+            result = await auth.authenticate(headers, request.cookies, request.client_host)
+        except AuthError:
+            return None
+        return result.agent_id
+
+    c = settings.cometd
+    cometd = BayeuxServer(
+        authenticate,
+        CometdSettings(
+            timeout_ms=c.timeout_ms,
+            max_client_timeout_ms=c.timeout_ms,
+            interval_ms=c.interval_ms,
+            max_interval_ms=c.max_interval_ms,
+            max_queue=c.max_queue,
+            credential_cookies=("JSESSIONID",),
+        ),
+    )
+    transport: AsyncMailTransport
+    if settings.relay is not None:
+        r = settings.relay
+        transport = SmtpTransport(
+            RelayConfig(
+                host=r.host,
+                port=r.port,
+                security=r.security,
+                username=r.username,
+                password=r.password,
+                connect_timeout=r.timeout_seconds,
+                pool_size=r.connections,
+            ),
+            attachments,
+        )
+    else:
+        transport = MaildirTransport(settings.maildir_path, attachments)
+    notifications = NotificationDispatcher(core, store, cometd.notifier)
+
+    def ingest(raw: bytes, envelope: Envelope, mailbox: str) -> IngestResult:
+        """The receiver's callable (from a worker thread): ingest, then route, on the core."""
+
+        def run() -> IngestResult:
+            result = service.ingest(raw, envelope=envelope, mailbox=mailbox)
+            router.route()
+            return result
+
+        return core.run_blocking(run)
+
+    def mail_failed(entry: MailEntry, reason: str) -> None:
+        core.run_blocking(service.mail_failed, entry.mail.interaction_id, reason)
+
+    recipients = {m: m for m in settings.mailboxes} | dict(settings.catch_all)
+    server = Server(
+        settings=settings,
+        store=store,
+        attachments=attachments,
+        directory=directory,
+        service=service,
+        router=router,
+        core=core,
+        auth=auth,
+        cometd=cometd,
+        notifications=notifications,
+        mail=MailDispatcher(store, transport, clock, mail_failed, RetryPolicy()),
+        receiver=SmtpReceiver(
+            ReceiverConfig(
+                host=settings.smtp_listen_host,
+                port=settings.smtp_listen_port,
+                recipients=recipients,
+                max_message_size=settings.smtp_max_message_bytes,
+            ),
+            ingest,
+        ),
+        timer=RouterTimer(core, router),
+        ingest=ingest,
+        demo_passwords=passwords,
+    )
+    api = Api(
+        core,
+        service,
+        router,
+        auth,
+        max_body_bytes=settings.max_body_bytes,
+        max_attachment_bytes=settings.max_attachment_bytes,
+    )
+    server.app = create_app(
+        api, extra_routes=cometd_routes(cometd, NOTIFICATIONS_PATH), lifespan=server.lifespan
+    )
+    return server

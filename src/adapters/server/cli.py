@@ -1,0 +1,177 @@
+"""The ``interactions`` command: serve, agents add, diagram, send-test-mail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import smtplib
+import sys
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from interactions_core.diagram import main as diagram_main
+
+from .agents import AgentDirectoryError, add_agent
+from .settings import ConfigurationError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interactions", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server (HTTP API + CometD + SMTP)")
+    serve.add_argument("--config", type=Path, help="a JSON or TOML settings file")
+    serve.add_argument("--data-dir", type=Path, help="where the database and outbox live")
+    serve.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    serve.add_argument("--smtp-port", type=int, help="inbound SMTP port (default 2525)")
+    serve.add_argument("--log-level", default="info")
+
+    agents = commands.add_parser("agents", help="manage the agents file")
+    agent_commands = agents.add_subparsers(dest="agents_command", required=True)
+    add = agent_commands.add_parser("add", help="add or replace an agent")
+    add.add_argument("agent_id")
+    add.add_argument("--file", type=Path, required=True, help="the agents file (JSON)")
+    add.add_argument("--name", default="")
+    add.add_argument("--password", help="default: asked on the terminal or read from stdin")
+    add.add_argument("--skill", action="append", default=[])
+    add.add_argument("--mailbox", action="append", default=[])
+    add.add_argument("--address", action="append", default=[])
+    add.add_argument("--capacity", type=int, default=5)
+
+    diagram = commands.add_parser("diagram", help="the lifecycle as Mermaid")
+    diagram.add_argument(
+        "file", nargs="?", help="write a Markdown page here (e.g. docs/lifecycle.md)"
+    )
+
+    mail = commands.add_parser("send-test-mail", help="deliver a sample mail over SMTP")
+    mail.add_argument("--host", default="127.0.0.1")
+    mail.add_argument("--port", type=int, default=2525)
+    mail.add_argument("--to", default="support@example.com")
+    mail.add_argument("--sender", default='"Cee Customer" <customer@example.org>')
+    mail.add_argument("--cc", default="colleague@example.org")
+    mail.add_argument("--subject", default="Where is my order?")
+    mail.add_argument("--text", default="Hello,\n\nmy order 42 has not arrived yet.\n\nCee")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "agents":
+        return agents_add(args)
+    if args.command == "diagram":
+        return diagram_main([args.file] if args.file else [])
+    return send_test_mail(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .bootstrap import NOTIFICATIONS_PATH, build
+
+    overrides: dict[str, Any] = {}
+    for option, name in (
+        ("data_dir", "data_dir"),
+        ("host", "http_host"),
+        ("port", "http_port"),
+        ("smtp_port", "smtp_listen_port"),
+    ):
+        if getattr(args, option) is not None:
+            overrides[name] = getattr(args, option)
+    try:
+        settings = load_settings(args.config, **overrides)
+        server = build(settings)
+    except (ConfigurationError, AgentDirectoryError) as exc:
+        print(f"interactions: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    lines = [
+        "interactions-core server",
+        f"  HTTP API       {base}/api/v2  (OpenAPI: {base}/docs)",
+        f"  CometD         {base}{NOTIFICATIONS_PATH}  (channel /me/interactions)",
+        f"  inbound SMTP   {settings.smtp_listen_host}:{settings.smtp_listen_port}  "
+        f"(mailboxes: {', '.join(settings.mailboxes)})",
+        f"  database       {settings.database_path}",
+    ]
+    if settings.relay is None:
+        lines.append(f"  outgoing mail  Maildir {settings.maildir_path}/new  (no relay configured)")
+    else:
+        lines.append(f"  outgoing mail  relay {settings.relay.host}:{settings.relay.port}")
+    if server.demo_passwords:
+        lines.append(
+            "  demo agents    "
+            + ", ".join(
+                f"{agent} / {password}" for agent, password in server.demo_passwords.items()
+            )
+        )
+    else:
+        lines.append(f"  agents         {settings.agents_file}")
+    print("\n".join(lines), flush=True)
+    config = uvicorn.Config(
+        server.app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=args.log_level,
+        lifespan="on",
+        # Held CometD connects would otherwise hold the shutdown for a whole connect timeout.
+        timeout_graceful_shutdown=3,
+    )
+    asyncio.run(uvicorn.Server(config).serve())
+    return 0
+
+
+def agents_add(args: argparse.Namespace) -> int:
+    password = args.password
+    if password is None:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
+        password = password.rstrip("\n")
+    if not password:
+        print("interactions: an empty password is not allowed", file=sys.stderr)
+        return 2
+    try:
+        record = add_agent(
+            args.file,
+            args.agent_id,
+            password,
+            name=args.name,
+            skills=args.skill,
+            mailboxes=args.mailbox,
+            addresses=args.address,
+            capacity=args.capacity,
+        )
+    except (AgentDirectoryError, ValueError) as exc:
+        print(f"interactions: {exc}", file=sys.stderr)
+        return 2
+    print(f"agent {record.id} written to {args.file}")
+    return 0
+
+
+def send_test_mail(args: argparse.Namespace) -> int:
+    message = EmailMessage()
+    message["From"] = args.sender
+    message["To"] = args.to
+    if args.cc:
+        message["Cc"] = args.cc
+    message["Subject"] = args.subject
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain="example.org")
+    message.set_content(args.text)
+    try:
+        with smtplib.SMTP(args.host, args.port, timeout=30) as smtp:
+            smtp.send_message(message)
+    except (OSError, smtplib.SMTPException) as exc:
+        print(f"interactions: could not deliver to {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"delivered {message['Message-ID']} to {args.to} via {args.host}:{args.port}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Running the core inside an asyncio server.
+
+The service and the router are synchronous and the router's indexes are not thread-safe, while
+SQLite serialises writers anyway; so every call into the core runs on **one worker thread**
+(``CoreRunner``), in order, off the event loop. After each call the dispatchers are woken, and
+they also poll, so a lost wake-up delays nothing by more than a poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import ParamSpec, TypeVar
+
+from interactions_core.ports import Notifier, OutboxReader
+from interactions_core.routing import Router
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
+
+
+class CoreRunner:
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="interactions-core"
+        )
+        self._wakers: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def on_change(self, wake: Callable[[], None]) -> None:
+        """``wake`` runs on the event loop after every core call."""
+        self._wakers.append(wake)
+
+    async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        finally:
+            for wake in self._wakers:
+                wake()
+
+    def run_blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """From another (non-loop) thread: run on the core thread and wait."""
+        result = self._executor.submit(partial(fn, *args, **kwargs)).result()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            for wake in self._wakers:
+                loop.call_soon_threadsafe(wake)
+        return result
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class NotificationDispatcher:
+    """Drains the notification outbox to the notifier, in sequence order, after each commit."""
+
+    def __init__(
+        self, core: CoreRunner, store: OutboxReader, notifier: Notifier, poll: float = 1.0
+    ) -> None:
+        self._core = core
+        self._store = store
+        self._notifier = notifier
+        self._poll = poll
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.published = 0
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notification-dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._event.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.drain_once()  # what was committed before stop is published
+
+    async def drain_once(self) -> int:
+        total = 0
+        while True:
+            batch = await self._core.run(self._store.pending_notifications, 0, 500)
+            if not batch:
+                return total
+            for notification in batch:
+                self._notifier.publish(notification)
+            await self._core.run(self._store.mark_notifications_done, [n.seq for n in batch])
+            total += len(batch)
+            self.published += len(batch)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), self._poll)
+            self._event.clear()
+            if self._stopping:
+                return
+            try:
+                await self.drain_once()
+            except Exception:
+                _log.exception("notification dispatch failed; retrying")
+                await asyncio.sleep(self._poll)
+
+
+class RouterTimer:
+    """Runs ``Router.tick`` (offer timeouts, routing) every ``interval`` seconds."""
+
+    def __init__(self, core: CoreRunner, router: Router, interval: float = 1.0) -> None:
+        self._core = core
+        self._router = router
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="router-timer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._core.run(self._router.tick)
+            except Exception:
+                _log.exception("router tick failed")

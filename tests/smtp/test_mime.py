@@ -1,0 +1,160 @@
+"""MIME building rules that need no server: headers, encodings, refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+import pytest
+
+from adapters.smtp import HeaderInjection, MimeError, build_message
+from adapters.smtp.mime import to_a_label
+from interactions_core.model import Address, Attachment
+from interactions_core.ports import OutgoingMail
+
+BASE = OutgoingMail(
+    interaction_id="I1",
+    mailbox="support@example.com",
+    from_=Address(addr="support@example.com", name="Support Désk"),
+    to=(Address(addr="bob@example.org", name="Bob, Jr."),),
+    bcc=(Address(addr="hidden@example.net"),),
+    subject="Re: Grüße",
+    text="Hello",
+    message_id="<m1@interactions.localhost>",
+    date=datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+)
+
+
+def head(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def test_plain_ascii_reply() -> None:
+    built = build_message(BASE)
+    assert built.smtputf8 is False
+    assert built.data.isascii()
+    assert built.sender == "support@example.com"
+    assert built.recipients == ("bob@example.org", "hidden@example.net")
+    msg = message_from_bytes(built.data, policy=policy.default)
+    assert msg["From"].addresses[0].display_name == "Support Désk"
+    assert msg["To"].addresses[0].display_name == "Bob, Jr."
+    assert msg["Subject"] == "Re: Grüße"
+    assert msg["Bcc"] is None and b"hidden@" not in built.data
+    assert msg["Auto-Submitted"] is None
+    assert msg["Date"] == "Mon, 05 Jan 2026 09:00:00 +0000"
+    assert msg.get_content_type() == "text/plain"
+    assert b"\r\n" in built.data and b"\n" not in built.data.replace(b"\r\n", b"")
+
+
+def test_idn_domain_becomes_a_label_everywhere() -> None:
+    mail = BASE.model_copy(update={"to": (Address(addr="anna@bücher.de", name="Änna"),)})
+    built = build_message(mail)
+    assert built.smtputf8 is False
+    assert "anna@xn--bcher-kva.de" in built.recipients
+    assert b"<anna@xn--bcher-kva.de>" in head(built.data)
+    assert to_a_label("Bücher.DE") == "xn--bcher-kva.de"
+    assert to_a_label("Example.COM") == "example.com"
+
+
+def test_non_ascii_local_part_uses_smtputf8_never_an_encoded_word() -> None:
+    mail = BASE.model_copy(update={"to": (Address(addr="jörg@bücher.de", name="Jörg"),)})
+    built = build_message(mail)
+    assert built.smtputf8 is True
+    assert "jörg@xn--bcher-kva.de" in built.recipients
+    header = head(built.data)
+    assert "jörg@xn--bcher-kva.de".encode() in header
+    assert b"=?" not in header  # RFC 6532: raw UTF-8, no encoded-word anywhere
+    assert "To: Jörg <jörg@xn--bcher-kva.de>".encode() in header
+
+
+def test_duplicate_recipients_get_one_rcpt() -> None:
+    mail = BASE.model_copy(
+        update={"cc": (Address(addr="BOB@example.org"),), "bcc": (Address(addr="bob@example.org"),)}
+    )
+    assert build_message(mail).recipients == ("bob@example.org",)
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"subject": "Hi\r\nBcc: victim@example.net"},
+        {"subject": "Hi\nX-Evil: 1"},
+        {"subject": "nul\x00byte"},
+        {"to": (Address(addr="bob@example.org", name="Bob\r\nBcc: v@example.net"),)},
+        {"from_": Address(addr="support@example.com", name="S\nX: y")},
+        {"message_id": "<m1@x>\r\nBcc: v@example.net"},
+        {"in_reply_to": "<a@b>\nX-Evil: 1"},
+        {"references": ("<a@b>", "<c@d>\r\nX-Evil: 1")},
+        {"to": (Address(addr="bob@example.org\r\nBcc: v@example.net"),)},
+    ],
+)
+def test_header_injection_refused(update: dict[str, object]) -> None:
+    with pytest.raises(HeaderInjection):
+        build_message(BASE.model_copy(update=update))
+
+
+def test_attachment_name_with_line_break_refused() -> None:
+    att = Attachment(id="c", name="a\r\nb.pdf", size=1, mimetype="application/pdf")
+    with pytest.raises(HeaderInjection):
+        build_message(BASE.model_copy(update={"attachments": (att,)}), lambda _: b"x")
+
+
+def test_attachments_rfc2231_names_and_safe_types() -> None:
+    atts = (
+        Attachment(id="a", name="Résumé été.pdf", size=3, mimetype="application/pdf"),
+        Attachment(id="b", name="fwd.eml", size=3, mimetype="message/rfc822"),
+        Attachment(id="c", name="weird", size=3, mimetype="not a type"),
+    )
+    blobs = {"a": b"%PDF", "b": b"Subject: x\r\n\r\nbody", "c": b"\x00\x01"}
+    built = build_message(BASE.model_copy(update={"attachments": atts}), blobs.__getitem__)
+    text = built.data.decode("ascii")
+    assert "filename*=utf-8''R%C3%A9sum%C3%A9%20%C3%A9t%C3%A9.pdf" in text
+    msg = message_from_bytes(built.data, policy=policy.default)
+    parts = list(msg.iter_attachments())
+    assert [p.get_filename() for p in parts] == ["Résumé été.pdf", "fwd.eml", "weird"]
+    assert [p.get_content_type() for p in parts] == [
+        "application/pdf",
+        "application/octet-stream",
+        "application/octet-stream",
+    ]
+    assert [p.get_content() for p in parts] == [blobs["a"], blobs["b"], blobs["c"]]
+    assert text.count("MIME-Version") == 1
+
+
+def test_missing_attachment_is_a_permanent_mime_error() -> None:
+    att = Attachment(id="gone", name="x.pdf", size=1, mimetype="application/pdf")
+    with pytest.raises(MimeError, match="missing"):
+        build_message(BASE.model_copy(update={"attachments": (att,)}), {}.__getitem__)
+    with pytest.raises(MimeError, match="no attachment store"):
+        build_message(BASE.model_copy(update={"attachments": (att,)}))
+
+
+def test_text_and_html_make_an_alternative() -> None:
+    built = build_message(BASE.model_copy(update={"text": "Grüße", "html": "<b>Grüße</b>"}))
+    assert built.data.isascii()  # quoted-printable bodies: no relay needs 8BITMIME
+    msg = message_from_bytes(built.data, policy=policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().strip() == "Grüße"
+    assert html.get_content().strip() == "<b>Grüße</b>"
+
+
+def test_malformed_threading_ids_are_dropped_not_sent() -> None:
+    mail = BASE.model_copy(
+        update={"in_reply_to": "not an id", "references": ("<ok@x>", "<bad id@x>", "<ö@x>")}
+    )
+    msg = message_from_bytes(build_message(mail).data, policy=policy.default)
+    assert msg["In-Reply-To"] is None
+    assert msg["References"] == "<ok@x>"
+
+
+def test_invalid_message_id_refused() -> None:
+    with pytest.raises(MimeError):
+        build_message(BASE.model_copy(update={"message_id": "no-brackets@x"}))
+
+
+def test_no_recipient_refused() -> None:
+    with pytest.raises(MimeError, match="no recipient"):
+        build_message(BASE.model_copy(update={"to": (), "bcc": ()}))
