@@ -121,6 +121,17 @@ class Transfer(_Operation):
     """To one agent (``agentId``, or GWS's ``userUri``), to the agents with a ``skill``, or to a
     queue (``queueName``) — exactly one of them."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["agentId"]},
+                {"required": ["userUri"]},
+                {"required": ["skill"]},
+                {"required": ["queueName"]},
+            ]
+        }
+    )
+
     canonical: ClassVar[str] = "Transfer"
     operation_name: Literal["Transfer"] = Field("Transfer", alias="operationName")
     agent_id: Name | None = Field(None, alias="agentId")
@@ -188,6 +199,15 @@ class Pull(_Operation):
 
 
 class UpdateProperties(_Operation):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["userData"]},
+                {"required": ["deleteKeys"]},
+                {"required": ["comment"]},
+            ]
+        }
+    )
     canonical: ClassVar[str] = "UpdateProperties"
     operation_name: Literal["UpdateProperties"] = Field("UpdateProperties", alias="operationName")
     user_data: dict[Name, UserDataValue] | None = Field(None, alias="userData", max_length=1000)
@@ -221,6 +241,25 @@ class CreateEmail(_Operation):
     from_address: str | None = Field(None, alias="fromAddress")
     parent_id: Name | None = Field(None, alias="parentId")
 
+
+InteractionOperation = Annotated[
+    Accept
+    | Reject
+    | Reply
+    | ReplyAll
+    | Forward
+    | Cancel
+    | Send
+    | Transfer
+    | StopProcessing
+    | PlaceInQueue
+    | PlaceInWorkbin
+    | Pull
+    | UpdateProperties
+    | LinkAttachment,
+    Field(discriminator="operation_name"),
+]
+"""The operations on an existing interaction (``POST /me/interactions/{id}``)."""
 
 Operation = Annotated[
     Accept

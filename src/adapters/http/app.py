@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from starlette.routing import BaseRoute
 
 from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
-from interactions_core.operations import Operation, parse_operation
+from interactions_core.operations import CreateEmail, InteractionOperation, parse_operation
 from interactions_core.routing import Router
 from interactions_core.service import InteractionService
 
@@ -221,8 +221,6 @@ def create_app(
             operation = parse_operation(body)
             agent = agent_of(request)
             if interaction_id is None:
-                from interactions_core.operations import CreateEmail
-
                 if not isinstance(operation, CreateEmail):
                     raise InvalidRequest(
                         f"{operation.canonical} needs an interaction id: "
@@ -235,18 +233,25 @@ def create_app(
             return from_domain(exc)
         return JSONResponse(result.to_wire())
 
-    union_schema = TypeAdapter(Operation).json_schema(
-        by_alias=True, ref_template="#/components/schemas/{model}"
-    )
-    union_defs = union_schema.pop("$defs", {})
+    def schema_of(shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        found = TypeAdapter(shape).json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}"
+        )
+        return found, found.pop("$defs", {})
 
-    def body_doc(examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    union_schema, union_defs = schema_of(InteractionOperation)
+    create_schema, create_defs = schema_of(CreateEmail)
+    union_defs = {**union_defs, **create_defs}
+
+    def body_doc(
+        examples: dict[str, dict[str, Any]], schema: dict[str, Any] = union_schema
+    ) -> dict[str, Any]:
         return {
             "requestBody": {
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": union_schema,
+                        "schema": schema,
                         "examples": {name: {"value": value} for name, value in examples.items()},
                     }
                 },
@@ -279,7 +284,7 @@ def create_app(
         API + "/me/interactions",
         summary="CreateEmail: a new outbound e-mail",
         responses=ok_doc,
-        openapi_extra=body_doc({"CreateEmail": CREATE_EXAMPLE}),
+        openapi_extra=body_doc({"CreateEmail": CREATE_EXAMPLE}, create_schema),
         response_model=None,
     )
     async def create_email(request: Request) -> Response:
