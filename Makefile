@@ -5,9 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHECKED := src tests benchmarks examples
 
-.PHONY: install node-deps serve test lint bench diagram clean
+.PHONY: install node-deps serve example test lint bench diagram clean
 
-install: $(VENV)/.installed node-deps
+install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ node-deps:
 		(cd tests/cometd/js && npm ci --no-audit --no-fund --loglevel=error)
 
 serve: install
+	$(BIN)/interactions serve
+
+example: install
 	$(BIN)/python examples/quickstart.py
 
 lint: install
@@ -30,14 +33,17 @@ lint: install
 	$(BIN)/ruff format --check $(CHECKED)
 	$(BIN)/mypy --strict src
 
-test: lint
+test: lint node-deps
 	$(BIN)/python -m pytest
 
 diagram: install
 	$(BIN)/python -m interactions_core.diagram docs/lifecycle.md
 
+# Benchmarks are not part of `make test`; each prints its figures and same-run baseline.
 bench: install
 	$(BIN)/python benchmarks/core/bench_lifecycle.py
+	$(BIN)/python benchmarks/core/bench_routing.py
+	$(BIN)/python benchmarks/core/bench_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

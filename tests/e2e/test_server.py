@@ -350,3 +350,43 @@ def test_sigkill_during_a_burst_of_sends_loses_nothing(
     # Only mails in flight at the kill can be handed over twice (pool of 4 connections).
     assert len(duplicated) <= 4, duplicated
     http.close()
+
+
+def test_sigterm_stops_cleanly(server: ServerProcess) -> None:
+    """SIGTERM during a held CometD connect: the connect is answered, the lifespan shuts down
+    in order, the process ends promptly, with no traceback."""
+    url = f"http://127.0.0.1:{server.http_port}/api/v2/notifications"
+    client = httpx.Client(auth=("alice", "alice-pw"), timeout=30)
+    hello = client.post(
+        url,
+        json=[
+            {
+                "channel": "/meta/handshake",
+                "version": "1.0",
+                "supportedConnectionTypes": ["long-polling"],
+            }
+        ],
+    ).json()[0]
+    connect = {
+        "channel": "/meta/connect",
+        "clientId": hello["clientId"],
+        "connectionType": "long-polling",
+    }
+    client.post(url, json=[connect])  # the first connect is answered at once
+    answered: list[int] = []
+    held = threading.Thread(
+        target=lambda: answered.append(client.post(url, json=[connect]).status_code)
+    )
+    held.start()
+    time.sleep(0.5)  # now held by the server
+    assert server.process is not None
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    # uvicorn ends a signalled process by the signal itself after its graceful shutdown.
+    assert server.process.wait(15) in (0, -signal.SIGTERM)
+    held.join(5)
+    assert answered == [200]
+    assert time.monotonic() - started < 10
+    log = server.log.read_text()
+    assert "Application shutdown complete" in log and "Traceback" not in log
+    client.close()

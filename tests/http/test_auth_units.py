@@ -57,3 +57,18 @@ async def test_csrf_check() -> None:
 def test_content_disposition_never_breaks_the_header(name: str, fallback: str) -> None:
     value = content_disposition(name)
     assert fallback in value and "\r" not in value and "\n" not in value
+
+
+def test_invalid_configuration_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.server.settings import ConfigurationError, load_settings
+
+    monkeypatch.setenv("INTERACTIONS_HTTP_PORT", "eighty")
+    with pytest.raises(ConfigurationError, match=r"http_port \(env INTERACTIONS_HTTP_PORT\)"):
+        load_settings()
+    monkeypatch.delenv("INTERACTIONS_HTTP_PORT")
+    with pytest.raises(ConfigurationError, match="mailboxes"):
+        load_settings(mailboxes={"not an address": "Q"})
+    with pytest.raises(ConfigurationError, match="catch_all"):
+        load_settings(catch_all={"@example.com": "nobody@example.com"})
+    monkeypatch.setenv("INTERACTIONS_RELAY__HOST", "smtp.example.com")
+    assert load_settings().relay is not None

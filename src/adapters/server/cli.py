@@ -120,10 +120,15 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.http_port,
         log_level=args.log_level,
         lifespan="on",
-        # Held CometD connects would otherwise hold the shutdown for a whole connect timeout.
-        timeout_graceful_shutdown=3,
+        timeout_graceful_shutdown=10,
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Answer held CometD connects first, or the graceful shutdown waits on them.
+            await server.cometd.stop()
+            await super().shutdown(sockets)
+
+    asyncio.run(_Server(config).serve())
     return 0
 
 
