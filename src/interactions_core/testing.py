@@ -38,6 +38,7 @@ from .ports import (
 )
 from .routing import Router, RoutingConfig
 from .service import IngestResult, InteractionService, ServiceConfig
+from .staging import Staged
 
 # --------------------------------------------------------------------------- store
 
@@ -141,28 +142,13 @@ class _Repository:
         self._uow = uow
 
     def get(self, interaction_id: str) -> Interaction | None:
-        staged = self._uow._rows.get(interaction_id)
-        return staged if staged is not None else self._uow._store._get(interaction_id)
+        return self._uow._staged.get(interaction_id, self._uow._store._get)
 
     def add(self, interaction: Interaction) -> Interaction:
-        if self.get(interaction.id) is not None:
-            raise ConcurrencyConflict(interaction.id, 0, 1)
-        stored = interaction.model_copy(update={"version": 1})
-        self._uow._expected[interaction.id] = None  # must still not exist at commit
-        self._uow._rows[interaction.id] = stored
-        return stored
+        return self._uow._staged.add(interaction, self._uow._store._get)
 
     def update(self, interaction: Interaction) -> Interaction:
-        iid = interaction.id
-        staged = self._uow._rows.get(iid)
-        if staged is not None:
-            if staged.version != interaction.version:
-                raise ConcurrencyConflict(iid, interaction.version, staged.version)
-        elif iid not in self._uow._expected:
-            self._uow._expected[iid] = interaction.version
-        stored = interaction.model_copy(update={"version": interaction.version + 1})
-        self._uow._rows[iid] = stored
-        return stored
+        return self._uow._staged.update(interaction)
 
     def _visible_rows(self) -> list[Interaction]:
         merged = {i.id: i for i in self._uow._store._all()}
@@ -218,8 +204,9 @@ class InMemoryUnitOfWork:
         self._reset()
 
     def _reset(self) -> None:
-        self._rows: dict[str, Interaction] = {}
-        self._expected: dict[str, int | None] = {}
+        self._staged = Staged()
+        self._rows = self._staged.rows
+        self._expected = self._staged.expected
         self._notifications: list[Notification] = []
         self._mail: list[OutgoingMail] = []
 

@@ -122,6 +122,7 @@ def serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
             # Answer held CometD connects first, or the graceful shutdown waits on them.

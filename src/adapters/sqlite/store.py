@@ -40,6 +40,7 @@ from interactions_core.ids import SystemClock
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction
 from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail, RawMessage
+from interactions_core.staging import Staged
 
 from .migrations import migrate, waiting_predicate
 
@@ -378,28 +379,13 @@ class SqliteInteractions:
         self._store = uow._store
 
     def get(self, interaction_id: str) -> Interaction | None:
-        staged = self._uow._rows.get(interaction_id)
-        return staged if staged is not None else self._store._get(interaction_id)
+        return self._uow._staged.get(interaction_id, self._store._get)
 
     def add(self, interaction: Interaction) -> Interaction:
-        if self.get(interaction.id) is not None:
-            raise ConcurrencyConflict(interaction.id, 0, 1)
-        stored = interaction.model_copy(update={"version": 1})
-        self._uow._expected[interaction.id] = None  # must still not exist at commit
-        self._uow._rows[interaction.id] = stored
-        return stored
+        return self._uow._staged.add(interaction, self._store._get)
 
     def update(self, interaction: Interaction) -> Interaction:
-        iid = interaction.id
-        staged = self._uow._rows.get(iid)
-        if staged is not None:
-            if staged.version != interaction.version:
-                raise ConcurrencyConflict(iid, interaction.version, staged.version)
-        elif iid not in self._uow._expected:
-            self._uow._expected[iid] = interaction.version
-        stored = interaction.model_copy(update={"version": interaction.version + 1})
-        self._uow._rows[iid] = stored
-        return stored
+        return self._uow._staged.update(interaction)
 
     def _merged(
         self,
@@ -489,8 +475,9 @@ class SqliteUnitOfWork:
         return self._outbox
 
     def _reset(self) -> None:
-        self._rows: dict[str, Interaction] = {}
-        self._expected: dict[str, int | None] = {}
+        self._staged = Staged()
+        self._rows = self._staged.rows
+        self._expected = self._staged.expected
         self._notifications: list[tuple[str, str, str]] = []
         self._mail: list[OutgoingMail] = []
 
