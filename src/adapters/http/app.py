@@ -260,25 +260,20 @@ def create_app(
 
     ok_doc: dict[int | str, dict[str, Any]] = {200: {"model": OkResponse}, **ERRORS}
 
-    @app.post(
-        API + "/me/interactions/{interaction_id}",
-        summary="Execute an operation on an interaction",
-        responses=ok_doc,
-        openapi_extra=body_doc(EXAMPLES),
-        response_model=None,
-    )
     async def post_operation(interaction_id: str, request: Request) -> Response:
         return await operate(request, interaction_id)
 
-    @app.post(
-        API + "/me/interaction/{interaction_id}",
-        summary="The seed's singular spelling of the same endpoint",
-        responses=ok_doc,
-        openapi_extra=body_doc(EXAMPLES),
-        response_model=None,
-    )
-    async def post_operation_singular(interaction_id: str, request: Request) -> Response:
-        return await operate(request, interaction_id)
+    for path, summary in (
+        ("/me/interactions/{interaction_id}", "Execute an operation on an interaction"),
+        ("/me/interaction/{interaction_id}", "The seed's singular spelling of the same endpoint"),
+    ):
+        app.post(
+            API + path,
+            summary=summary,
+            responses=ok_doc,
+            openapi_extra=body_doc(EXAMPLES),
+            response_model=None,
+        )(post_operation)
 
     @app.post(
         API + "/me/interactions",
