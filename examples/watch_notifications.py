@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sys
 from typing import Any
@@ -51,7 +52,5 @@ if __name__ == "__main__":
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     target = sys.argv[3] if len(sys.argv) > 3 else "http://127.0.0.1:8080/api/v2/notifications"
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(sys.argv[1], sys.argv[2], target))
-    except KeyboardInterrupt:
-        pass

@@ -13,14 +13,18 @@ Status codes: 400 bad request, 401 not authenticated, 403 CSRF, 404 unknown or n
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from http.cookies import SimpleCookie
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
+from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
 from interactions_core.operations import CreateEmail, InteractionOperation, parse_operation
@@ -191,25 +195,7 @@ def create_app(
         docs_url="/docs",
     )
 
-    @app.middleware("http")
-    async def authenticate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        path = request.url.path
-        if not path.startswith(API + "/me"):
-            return await call_next(request)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            result = await api.auth.authenticate(
-                headers, request.cookies, request.client.host if request.client else None
-            )
-            api.auth.check_csrf(request.method, headers, result)
-        except AuthError as exc:
-            return error(exc.status, exc.description, exc.headers)
-        request.state.auth = result
-        response = await call_next(request)
-        _session_headers(api.auth, request.method, result, response)
-        return response
+    app.add_middleware(AuthMiddleware, auth=api.auth)
 
     def agent_of(request: Request) -> str:
         result: AuthResult = request.state.auth
@@ -288,7 +274,7 @@ def create_app(
     @app.get(API + "/me/interactions", responses=ok_doc, response_model=None)
     async def list_interactions(request: Request) -> Response:
         try:
-            found = await api.core.run(api.service.list_interactions, agent_of(request))
+            found = await api.core.run_quiet(api.service.list_interactions, agent_of(request))
         except InteractionsError as exc:
             return from_domain(exc)
         return JSONResponse({"status": "ok", "interactions": found})
@@ -296,7 +282,7 @@ def create_app(
     @app.get(API + "/me/interactions/{interaction_id}", responses=ok_doc, response_model=None)
     async def get_interaction(interaction_id: str, request: Request) -> Response:
         try:
-            found = await api.core.run(
+            found = await api.core.run_quiet(
                 api.service.get_interaction, agent_of(request), interaction_id
             )
         except InteractionsError as exc:
@@ -337,7 +323,7 @@ def create_app(
     )
     async def get_attachment(interaction_id: str, attachment_id: str, request: Request) -> Response:
         try:
-            found, data = await api.core.run(
+            found, data = await api.core.run_quiet(
                 api.service.get_attachment, agent_of(request), interaction_id, attachment_id
             )
         except InteractionsError as exc:
@@ -405,7 +391,7 @@ def create_app(
     @app.get(API + "/me", responses=ok_doc, response_model=None)
     async def me(request: Request) -> Response:
         try:
-            state = await api.core.run(api.router.agent_state, agent_of(request))
+            state = await api.core.run_quiet(api.router.agent_state, agent_of(request))
         except InteractionsError as exc:
             return from_domain(exc)
         return JSONResponse({"status": "ok", "user": state})
@@ -413,7 +399,7 @@ def create_app(
     @app.get(API + "/me/workbins", responses=ok_doc, response_model=None)
     async def workbins(request: Request) -> Response:
         try:
-            found = await api.core.run(api.service.workbins, agent_of(request))
+            found = await api.core.run_quiet(api.service.workbins, agent_of(request))
         except InteractionsError as exc:
             return from_domain(exc)
         return JSONResponse({"status": "ok", "workbins": found})
@@ -421,7 +407,9 @@ def create_app(
     @app.get(API + "/me/workbins/{workbin_name}", responses=ok_doc, response_model=None)
     async def workbin_content(workbin_name: str, request: Request) -> Response:
         try:
-            found = await api.core.run(api.service.workbin_content, agent_of(request), workbin_name)
+            found = await api.core.run_quiet(
+                api.service.workbin_content, agent_of(request), workbin_name
+            )
         except InteractionsError as exc:
             return from_domain(exc)
         return JSONResponse({"status": "ok", "interactions": found})
@@ -441,14 +429,49 @@ def create_app(
     return app
 
 
-def _session_headers(auth: HttpAuth, method: str, result: AuthResult, response: Response) -> None:
-    if result.new_session:
-        response.set_cookie(
-            SESSION_COOKIE, result.session_id, httponly=True, samesite="lax", path="/api"
-        )
-    if auth.csrf and method.upper() == "GET":
-        response.headers["X-CSRF-HEADER"] = "X-CSRF-TOKEN"
-        response.headers["X-CSRF-TOKEN"] = result.csrf_token
+class AuthMiddleware:
+    """Authenticates every ``/api/v2/me...`` request (a plain ASGI middleware: it adds nothing
+    to a request's cost but the check). Sets the session cookie and the CSRF headers."""
+
+    def __init__(self, app: ASGIApp, auth: HttpAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API + "/me"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        cookies = cookie_parser(headers.get("cookie", ""))
+        client = scope.get("client")
+        method = scope["method"]
+        try:
+            result = await self.auth.authenticate(headers, cookies, client[0] if client else None)
+            self.auth.check_csrf(method, headers, result)
+        except AuthError as exc:
+            await error(exc.status, exc.description, exc.headers)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["auth"] = result
+        extra: list[tuple[str, str]] = []
+        if result.new_session:
+            cookie = SimpleCookie()
+            cookie[SESSION_COOKIE] = result.session_id
+            morsel = cookie[SESSION_COOKIE]
+            morsel["httponly"] = True
+            morsel["samesite"] = "Lax"
+            morsel["path"] = "/api"
+            extra.append(("set-cookie", morsel.OutputString()))
+        if self.auth.csrf and method == "GET":
+            extra += [("X-CSRF-HEADER", "X-CSRF-TOKEN"), ("X-CSRF-TOKEN", result.csrf_token)]
+
+        async def send_with_session(message: Message) -> None:
+            if message["type"] == "http.response.start" and extra:
+                response_headers = MutableHeaders(scope=message)
+                for name, value in extra:
+                    response_headers.append(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
 
 
 def content_disposition(name: str) -> str:

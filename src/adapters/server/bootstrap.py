@@ -10,6 +10,7 @@ committed is published, the store closes. Nothing committed is lost: the outbox 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -76,6 +77,10 @@ class Server:
         await self.mail.start()
         await self.timer.start()
         await self.receiver.start()
+        # Everything built at start-up lives as long as the process: keep it out of the
+        # collector's way (shorter pauses, a better tail latency).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import logging
 import smtplib
@@ -30,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--smtp-port", type=int, help="inbound SMTP port (default 2525)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
     agents = commands.add_parser("agents", help="manage the agents file")
     agent_commands = agents.add_subparsers(dest="agents_command", required=True)
@@ -120,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.http_port,
         log_level=args.log_level,
         lifespan="on",
+        access_log=args.access_log,
         timeout_graceful_shutdown=10,
     )
 
@@ -129,7 +130,8 @@ def serve(args: argparse.Namespace) -> int:
             await server.cometd.stop()
             await super().shutdown(sockets)
 
-    asyncio.run(_Server(config).serve())
+    # Server.run picks the event loop (uvloop when installed) the way uvicorn's own CLI does.
+    _Server(config).run()
     return 0
 
 

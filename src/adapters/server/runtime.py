@@ -37,13 +37,19 @@ class CoreRunner:
         self._wakers.append(wake)
 
     async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
+        """A call that may commit: the dispatchers are woken afterwards."""
         try:
-            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+            return await self.run_quiet(fn, *args, **kwargs)
         finally:
             for wake in self._wakers:
                 wake()
+
+    async def run_quiet(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """A read, or the dispatchers' own bookkeeping: wakes nobody (a dispatcher woken by
+        its own calls would spin forever)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
 
     def run_blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """From another (non-loop) thread: run on the core thread and wait."""
@@ -90,12 +96,12 @@ class NotificationDispatcher:
     async def drain_once(self) -> int:
         total = 0
         while True:
-            batch = await self._core.run(self._store.pending_notifications, 0, 500)
+            batch = await self._core.run_quiet(self._store.pending_notifications, 0, 500)
             if not batch:
                 return total
             for notification in batch:
                 self._notifier.publish(notification)
-            await self._core.run(self._store.mark_notifications_done, [n.seq for n in batch])
+            await self._core.run_quiet(self._store.mark_notifications_done, [n.seq for n in batch])
             total += len(batch)
             self.published += len(batch)
 
