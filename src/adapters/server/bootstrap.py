@@ -13,7 +13,7 @@ import contextlib
 import gc
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,6 +21,8 @@ from fastapi import FastAPI
 
 from interactions_core.ids import RandomIds, SystemClock
 from interactions_core.ingest import Envelope, IngestLimits
+from interactions_core.lifecycle import State
+from interactions_core.model import Interaction
 from interactions_core.outbox import RetryPolicy
 from interactions_core.ports import MailEntry
 from interactions_core.routing import Router, RoutingConfig
@@ -66,13 +68,19 @@ class Server:
     app: FastAPI = field(init=False)
     demo_passwords: dict[str, str] = field(default_factory=dict)
 
+    def _wake_mail_on_send(self, changed: Sequence[Interaction]) -> None:
+        if any(i.state == State.SENT for i in changed):
+            self.mail.wake()  # thread-safe: this runs on the core thread
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         await self.cometd.start()
         queues = {*self.settings.mailboxes.values(), self.service.config.default_queue}
         await self.core.run(self.router.load, queues)
         self.core.on_change(self.notifications.wake)
-        self.core.on_change(self.mail.wake)
+        # Mail is queued only by Send: wake the mail dispatcher for those commits alone (it
+        # also polls), instead of after every call into the core.
+        self.service.subscribe(self._wake_mail_on_send)
         await self.notifications.start()
         await self.mail.start()
         await self.timer.start()
