@@ -15,10 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The official CometD JavaScript client (and the benchmark's Node server) run on Node.js.
+# What the tests need beyond Python: Node.js for the official CometD JavaScript client, and
+# openssl for the SMTP TLS tests' certificates (installed with apt-get when missing).
 node-deps:
-	@command -v node >/dev/null && command -v npm >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null)
+	@command -v node >/dev/null && command -v npm >/dev/null && command -v openssl >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq nodejs npm openssl >/dev/null)
 	@test -d tests/cometd/js/node_modules/cometd-nodejs-client || \
 		(cd tests/cometd/js && npm ci --no-audit --no-fund --loglevel=error)
 

@@ -33,8 +33,8 @@ def mail(extra_headers: str = "", body: str = "Hello.\r\n", head: str = HEAD) ->
     return (head + extra_headers + "\r\n" + body).encode("utf-8")
 
 
-def parse(raw: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
-    return parse_message(raw, attachments=kwargs.pop("store", InMemoryAttachmentStore()), **kwargs)  # type: ignore[arg-type]
+def parse(raw: bytes, **kwargs: object):
+    return parse_message(raw, attachments=kwargs.pop("store", InMemoryAttachmentStore()), **kwargs)
 
 
 # --------------------------------------------------------------------------- headers
@@ -238,7 +238,7 @@ def test_rfc2231_and_safe_filenames(disposition: str, name: str) -> None:
 
 def test_inline_image_with_content_id_is_an_attachment() -> None:
     m = build(text="t\n", html='<p><img src="cid:logo"></p>')
-    html_part = m.get_payload()[1]  # type: ignore[index]
+    html_part = m.get_payload()[1]
     html_part.add_related(b"\x89PNG", maintype="image", subtype="png", cid="<logo>")
     e = parse(m.as_bytes()).email
     assert [a.mimetype for a in e.attachments] == ["image/png"]
@@ -280,7 +280,7 @@ def test_not_a_mail_refused(raw: bytes) -> None:
 
 def test_wrong_type_refused() -> None:
     with pytest.raises(MessageRefused):
-        parse("From: a@b\r\n\r\nx")  # type: ignore[arg-type]
+        parse("From: a@b\r\n\r\nx")
 
 
 # --------------------------------------------------------------------------- automatic
@@ -351,7 +351,7 @@ def test_is_automatic_on_a_parsed_message() -> None:
     msg = message_from_bytes(mail("Precedence: bulk\r\n"), policy=policy.default)
     assert isinstance(msg, EmailMessage)
     assert is_automatic(msg, None) == "Precedence: bulk"
-    assert is_automatic(message_from_bytes(mail(), policy=policy.default), None) is None  # type: ignore[arg-type]
+    assert is_automatic(message_from_bytes(mail(), policy=policy.default), None) is None
 
 
 # --------------------------------------------------------------------------- helpers

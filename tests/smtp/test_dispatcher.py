@@ -17,7 +17,7 @@ from .conftest import Sink, eventually, queued_reply
 
 
 def transport_for(sink: Sink, **kw: object) -> SmtpTransport:
-    return SmtpTransport(RelayConfig(host="127.0.0.1", port=sink.port, security="none", **kw))  # type: ignore[arg-type]
+    return SmtpTransport(RelayConfig(host="127.0.0.1", port=sink.port, security="none", **kw))
 
 
 def dispatcher(h: Harness, transport: SmtpTransport, poll: float = 60.0) -> MailDispatcher:

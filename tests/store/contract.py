@@ -400,7 +400,7 @@ class StoreContract(ABC):
             )
             uow.interactions.add(interaction("I4", 0, workbin="wb", state="Transferred"))
             assert uow.interactions.get("I1") is not None
-            assert uow.interactions.get("I1").state == "Revoked"  # type: ignore[union-attr]
+            assert uow.interactions.get("I1").state == "Revoked"
             assert self.ids(uow.interactions.in_queue("Inbound")) == ["I4", "I1"]
             assert self.ids(uow.interactions.in_queue("Inbound", limit=1)) == ["I4"]
             assert self.ids(uow.interactions.for_agent("alice")) == ["I2"]

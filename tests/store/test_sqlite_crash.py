@@ -48,8 +48,6 @@ INBOUND_NOTIFICATIONS[4] = INBOUND_NOTIFICATIONS[3]  # Reply touches the parent 
 DRAFT_NOTIFICATIONS = {1: ["ReplyCreated"], 2: ["ReplyCreated", "Sent"]}
 DRAFT_MAIL = {1: 0, 2: 1}
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """The reported entries; a line torn by the kill (always a run's last) is no report."""

@@ -82,7 +82,7 @@ def test_synchronous_full_and_busy_timeout_by_configuration(db: Path) -> None:
 @pytest.mark.parametrize("options", [{"synchronous": "OFF"}, {"busy_timeout": -1.0}])
 def test_unsafe_or_invalid_settings_are_refused(db: Path, options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        SqliteStore(db, **options)  # type: ignore[arg-type]
+        SqliteStore(db, **options)
 
 
 def test_an_in_memory_database_is_refused() -> None:

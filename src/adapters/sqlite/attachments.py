@@ -58,10 +58,22 @@ class FileAttachmentStore:
         self.remove_stale_temp_files(stale_temp_age)
 
     @classmethod
-    def beside(cls, database: str | os.PathLike[str], **options: object) -> FileAttachmentStore:
+    def beside(
+        cls,
+        database: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        fsync: bool = True,
+        stale_temp_age: float = 3600.0,
+    ) -> FileAttachmentStore:
         """The store for a database file: ``<database>.attachments/`` in the same directory."""
         path = Path(database)
-        return cls(path.with_name(path.name + ".attachments"), **options)  # type: ignore[arg-type]
+        return cls(
+            path.with_name(path.name + ".attachments"),
+            max_size=max_size,
+            fsync=fsync,
+            stale_temp_age=stale_temp_age,
+        )
 
     def path_for(self, content_id: str) -> Path:
         if not _CONTENT_ID.fullmatch(content_id):
