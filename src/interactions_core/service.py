@@ -14,8 +14,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from . import compose, lifecycle
 from .addresses import parse_address_list, refuse_line_breaks
@@ -66,14 +65,13 @@ from .ports import (
     AttachmentStore,
     Clock,
     IdGenerator,
-    InteractionRepository,
     Notification,
-    Outbox,
     OutgoingMail,
     RawMessage,
     Store,
     UnitOfWork,
 )
+from .staging import TrackedUnitOfWork
 
 PERSONAL_WORKBIN_PREFIX = "agent:"
 _T = TypeVar("_T")
@@ -864,7 +862,7 @@ class InteractionService:
         for attempt in range(attempts):
             try:
                 with self.store.unit_of_work() as inner:
-                    uow = _TrackedUnitOfWork(inner)
+                    uow = TrackedUnitOfWork(inner)
                     result = run(uow)
                     inner.commit()
             except ConcurrencyConflict:
@@ -1015,68 +1013,3 @@ class InteractionService:
         uow.outbox.add_notification(
             Notification(agent_id=agent_id, payload=self.view_for(agent_id, interaction, state))
         )
-
-
-class _TrackedRepository:
-    """Delegates to the store's repository and remembers what the transaction wrote."""
-
-    def __init__(self, inner: InteractionRepository, changed: dict[str, Interaction]) -> None:
-        self._inner = inner
-        self._changed = changed
-
-    def get(self, interaction_id: str) -> Interaction | None:
-        return self._inner.get(interaction_id)
-
-    def add(self, interaction: Interaction) -> Interaction:
-        stored = self._inner.add(interaction)
-        self._changed[stored.id] = stored
-        return stored
-
-    def update(self, interaction: Interaction) -> Interaction:
-        stored = self._inner.update(interaction)
-        self._changed[stored.id] = stored
-        return stored
-
-    def for_agent(self, agent_id: str) -> list[Interaction]:
-        return self._inner.for_agent(agent_id)
-
-    def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
-        return self._inner.in_queue(queue, limit)
-
-    def in_workbin(self, workbin: str) -> list[Interaction]:
-        return self._inner.in_workbin(workbin)
-
-    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
-        return self._inner.by_message_id(message_id, mailbox)
-
-
-class _TrackedUnitOfWork:
-    def __init__(self, inner: UnitOfWork) -> None:
-        self._inner = inner
-        self.changed: dict[str, Interaction] = {}
-        self._repository = _TrackedRepository(inner.interactions, self.changed)
-
-    @property
-    def interactions(self) -> InteractionRepository:
-        return self._repository
-
-    @property
-    def outbox(self) -> Outbox:
-        return self._inner.outbox
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-    def commit(self) -> None:
-        self._inner.commit()
-
-    def rollback(self) -> None:
-        self._inner.rollback()

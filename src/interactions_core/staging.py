@@ -8,9 +8,12 @@ each interaction was loaded at, which the store checks at commit (never a lost u
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import TracebackType
+from typing import Self
 
 from .errors import ConcurrencyConflict
 from .model import Interaction
+from .ports import InteractionRepository, Outbox, UnitOfWork
 
 Loader = Callable[[str], Interaction | None]
 
@@ -47,3 +50,70 @@ class Staged:
         stored = interaction.model_copy(update={"version": interaction.version + 1})
         self.rows[iid] = stored
         return stored
+
+
+class TrackedRepository:
+    """Delegates to the store's repository and remembers what the transaction wrote."""
+
+    def __init__(self, inner: InteractionRepository, changed: dict[str, Interaction]) -> None:
+        self._inner = inner
+        self._changed = changed
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        return self._inner.get(interaction_id)
+
+    def add(self, interaction: Interaction) -> Interaction:
+        stored = self._inner.add(interaction)
+        self._changed[stored.id] = stored
+        return stored
+
+    def update(self, interaction: Interaction) -> Interaction:
+        stored = self._inner.update(interaction)
+        self._changed[stored.id] = stored
+        return stored
+
+    def for_agent(self, agent_id: str) -> list[Interaction]:
+        return self._inner.for_agent(agent_id)
+
+    def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
+        return self._inner.in_queue(queue, limit)
+
+    def in_workbin(self, workbin: str) -> list[Interaction]:
+        return self._inner.in_workbin(workbin)
+
+    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
+        return self._inner.by_message_id(message_id, mailbox)
+
+
+class TrackedUnitOfWork:
+    """A store's unit of work that also collects what it wrote, for the commit listeners."""
+
+    def __init__(self, inner: UnitOfWork) -> None:
+        self._inner = inner
+        self.changed: dict[str, Interaction] = {}
+        self._repository = TrackedRepository(inner.interactions, self.changed)
+
+    @property
+    def interactions(self) -> InteractionRepository:
+        return self._repository
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._inner.outbox
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def commit(self) -> None:
+        self._inner.commit()
+
+    def rollback(self) -> None:
+        self._inner.rollback()
