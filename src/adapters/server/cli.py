@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from interactions_core.diagram import main as diagram_main
+from interactions_core.errors import InteractionsError
 
 from .agents import AgentDirectoryError, add_agent
 from .settings import ConfigurationError, load_settings
@@ -154,7 +155,7 @@ def agents_add(args: argparse.Namespace) -> int:
             addresses=args.address,
             capacity=args.capacity,
         )
-    except (AgentDirectoryError, ValueError) as exc:
+    except (AgentDirectoryError, InteractionsError, ValueError) as exc:
         print(f"interactions: {exc}", file=sys.stderr)
         return 2
     print(f"agent {record.id} written to {args.file}")
