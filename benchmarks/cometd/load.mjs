@@ -1,9 +1,12 @@
-// Load tool: raw Bayeux long-polling clients (no client library), one JSON report on stdout.
+// Load tool: raw Bayeux clients (no client library), one JSON report on stdout.
 //   node load.mjs '{"url":..., "server":"ours"|"node", "clients":1000, "rate":..., "duration":...}'
 //   mode "load": subscribe, start the server's publisher, measure delivery rate and latency.
 //   mode "idle": handshake and hold one /meta/connect per session, print "held", wait for stdin.
+//   transport "long-polling" (default) or "websocket" (one socket per session; ours only, the
+//   Node server has no websocket transport).
 import http from "node:http";
 import {performance} from "node:perf_hooks";
+import WebSocket from "ws";
 
 const cfg = JSON.parse(process.argv[2]);
 const base = new URL(cfg.url);
@@ -88,11 +91,63 @@ class Client {
     }
 }
 
+class WsClient {
+    // The same Bayeux exchange over one websocket: replies are matched to requests by id.
+    constructor(index) {
+        this.name = "a" + index;
+        this.msgId = 0;
+        this.waiting = new Map();
+    }
+    send(message) {
+        message.id = String(++this.msgId);
+        return new Promise((resolve, reject) => {
+            this.waiting.set(message.id, {resolve, reject});
+            this.ws.send(JSON.stringify([message]));
+        });
+    }
+    async start() {
+        const wsUrl = cfg.url.replace(/^http/, "ws");
+        this.ws = new WebSocket(wsUrl, {perMessageDeflate: false});
+        await new Promise((resolve, reject) => {
+            this.ws.once("open", resolve);
+            this.ws.once("error", reject);
+        });
+        this.ws.on("message", (raw) => {
+            for (const m of JSON.parse(raw.toString())) {
+                const waiter = m.id !== undefined && this.waiting.get(m.id);
+                if (waiter) {
+                    this.waiting.delete(m.id);
+                    waiter.resolve(m);
+                } else if (m.data && typeof m.data.t === "number" && measuring) {
+                    latencies.push(now() - m.data.t);
+                    ++delivered;
+                }
+            }
+        });
+        const hs = await this.send({channel: "/meta/handshake", version: "1.0",
+            supportedConnectionTypes: ["websocket"], ext: {agent: this.name}});
+        if (!hs.successful) throw new Error(JSON.stringify(hs));
+        this.clientId = hs.clientId;
+        const sub = await this.send({channel: "/meta/subscribe", clientId: this.clientId,
+            subscription: "/me/interactions"});
+        if (!sub.successful) throw new Error(JSON.stringify(sub));
+        await this.connect({timeout: 0});
+    }
+    connect(advice) {
+        return this.send({channel: "/meta/connect", clientId: this.clientId,
+            connectionType: "websocket", ...(advice ? {advice} : {})});
+    }
+    async poll() {
+        while (running) await this.connect();
+    }
+}
+
 async function inBatches(items, size, fn) {
     for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
 }
 
-const clients = Array.from({length: cfg.clients}, (_, i) => new Client(i));
+const Kind = cfg.transport === "websocket" ? WsClient : Client;
+const clients = Array.from({length: cfg.clients}, (_, i) => new Kind(i));
 await inBatches(clients, 100, (c) => c.start());
 
 if (cfg.mode === "idle") {

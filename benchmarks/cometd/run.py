@@ -6,7 +6,8 @@ For each server (started here, loopback only) and each offered rate: 1,000 long-
 (``load.mjs``, raw Bayeux, one channel per agent) subscribe; the server's own publisher emits
 the rate round-robin over the agents; the load tool reports delivered messages/s and the
 publish-to-receipt latency p50/p99. Then 10,000 sessions each holding a ``/meta/connect``:
-server RSS growth / 10,000 = memory per idle session (connection included).
+server RSS growth / 10,000 = memory per idle session (connection included), over long-polling
+for both servers and over websocket too for ours (the Node server has no websocket transport).
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ def rss_kib(pid: int) -> int:
 
 
 def start_server(kind: str, port: int, timeout_ms: int) -> subprocess.Popen[str]:
-    if kind == "ours":
+    if kind.startswith("ours"):
         env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_PYTHONPATH", str(ROOT / "src"))}
         command = [sys.executable, str(HERE / "ours_server.py"), str(port), str(timeout_ms)]
+        if kind == "ours-routes":
+            command.append("--routes")  # Bayeux as Starlette routes inside the app
     else:
         env = dict(os.environ)
         command = ["node", str(HERE / "node_server.cjs"), str(port), str(timeout_ms)]
@@ -64,6 +67,11 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
+def flavour(kind: str) -> str:
+    """What the load tool needs to know: our server (any mounting) or the Node one."""
+    return "ours" if kind.startswith("ours") else "node"
+
+
 def url(kind: str, port: int) -> str:
     return f"http://127.0.0.1:{port}/cometd"
 
@@ -74,7 +82,7 @@ def load(kind: str, rate: int, duration_ms: int, clients: int) -> dict[str, Any]
     try:
         config = {
             "url": url(kind, port),
-            "server": kind,
+            "server": flavour(kind),
             "clients": clients,
             "rate": rate,
             "duration": duration_ms,
@@ -93,11 +101,17 @@ def load(kind: str, rate: int, duration_ms: int, clients: int) -> dict[str, Any]
         stop(server)
 
 
-def idle_memory(kind: str, sessions: int) -> dict[str, Any]:
+def idle_memory(kind: str, sessions: int, transport: str = "long-polling") -> dict[str, Any]:
     port = free_port()
     server = start_server(kind, port, 120_000)
     try:
-        warm = {"url": url(kind, port), "server": kind, "clients": 50, "mode": "idle"}
+        common = {
+            "url": url(kind, port),
+            "server": flavour(kind),
+            "mode": "idle",
+            "transport": transport,
+        }
+        warm = {**common, "clients": 50}
         loader = subprocess.Popen(
             ["node", str(HERE / "load.mjs"), json.dumps(warm)],
             stdin=subprocess.PIPE,
@@ -112,7 +126,7 @@ def idle_memory(kind: str, sessions: int) -> dict[str, Any]:
         loader.wait(10)
         time.sleep(1)
         before = rss_kib(server.pid)
-        config = {"url": url(kind, port), "server": kind, "clients": sessions, "mode": "idle"}
+        config = {**common, "clients": sessions}
         loader = subprocess.Popen(
             ["node", str(HERE / "load.mjs"), json.dumps(config)],
             stdin=subprocess.PIPE,
@@ -130,6 +144,7 @@ def idle_memory(kind: str, sessions: int) -> dict[str, Any]:
         loader.stdin.flush()
         loader.wait(20)
         return {
+            "transport": transport,
             "sessions": sessions,
             "rss_before_mib": before / 1024,
             "rss_after_mib": after / 1024,
@@ -145,15 +160,22 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10_000, help="measured ms per rate")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=10_000)
-    parser.add_argument("--servers", default="ours,node")
+    parser.add_argument(
+        "--servers", default="ours,node", help="ours, ours-routes (Bayeux as routes), node"
+    )
+    parser.add_argument(
+        "--idle-transports",
+        default="long-polling,websocket",
+        help="transports measured idle on our server (Node's has long-polling only)",
+    )
     args = parser.parse_args()
     if shutil.which("node") is None:
         raise SystemExit("node is required")
     if not (HERE / "node_modules" / "cometd-nodejs-server").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
     servers = args.servers.split(",")
-    results: dict[str, dict[str, Any]] = {kind: {"load": [], "idle": None} for kind in servers}
-    for rate in [int(r) for r in args.rates.split(",")]:
+    results: dict[str, dict[str, Any]] = {kind: {"load": [], "idle": []} for kind in servers}
+    for rate in [int(r) for r in args.rates.split(",") if r]:  # --rates "": memory only
         for kind in servers:
             result = load(kind, rate, args.duration, args.clients)
             results[kind]["load"].append(result)
@@ -163,14 +185,19 @@ def main() -> None:
                 flush=True,
             )
     for kind in servers:
-        idle = idle_memory(kind, args.sessions)
-        results[kind]["idle"] = idle
-        print(
-            f"{kind:5} {idle['sessions']} idle sessions: RSS {idle['rss_before_mib']:.1f} -> "
-            f"{idle['rss_after_mib']:.1f} MiB = {idle['kib_per_session']:.2f} KiB/session",
-            flush=True,
-        )
-    if set(servers) == {"ours", "node"}:
+        transports = ["long-polling"]
+        if flavour(kind) == "ours":
+            transports = [t for t in args.idle_transports.split(",") if t]
+        for transport in transports:
+            idle = idle_memory(kind, args.sessions, transport)
+            results[kind]["idle"].append(idle)
+            print(
+                f"{kind:5} {idle['sessions']} idle {transport} sessions: RSS "
+                f"{idle['rss_before_mib']:.1f} -> {idle['rss_after_mib']:.1f} MiB = "
+                f"{idle['kib_per_session']:.2f} KiB/session",
+                flush=True,
+            )
+    if "ours" in servers and "node" in servers and results["ours"]["idle"]:
         print("\nratios ours/node:")
         for ours, node in zip(results["ours"]["load"], results["node"]["load"], strict=True):
             print(
@@ -180,9 +207,10 @@ def main() -> None:
                 f"{(ours['p99_ms'] or 0) / (node['p99_ms'] or 1):.2f}"
             )
         memory = (
-            results["ours"]["idle"]["kib_per_session"] / results["node"]["idle"]["kib_per_session"]
+            results["ours"]["idle"][0]["kib_per_session"]
+            / results["node"]["idle"][0]["kib_per_session"]
         )
-        print(f"  memory per idle session x{memory:.2f}")
+        print(f"  memory per idle long-polling session x{memory:.2f}")
     print(json.dumps(results))
 
 

@@ -26,6 +26,7 @@ from adapters.sqlite.store import (
     _BY_MESSAGE_ID,
     _FOR_AGENT,
     _GET,
+    _GET_UNLESS,
     _IN_WORKBIN,
     in_queue_sql,
     row_values,
@@ -279,6 +280,7 @@ def test_the_routing_index_follows_the_core_waiting_states(db: Path) -> None:
     ("sql", "params", "index"),
     [
         (_GET, ("I1",), "sqlite_autoindex_interactions_1"),
+        (_GET_UNLESS, (1, "I1"), "sqlite_autoindex_interactions_1"),
         (_FOR_AGENT, ("alice", "alice"), "ix_interactions_owner"),
         (_FOR_AGENT, ("alice", "alice"), "ix_interactions_offer_agent"),
         (in_queue_sql(), ("Inbound", 10), "ix_interactions_waiting"),

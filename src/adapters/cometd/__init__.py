@@ -3,7 +3,8 @@
 Usage (composition root)::
 
     server = BayeuxServer(authenticator, CometdSettings())
-    routes = cometd_routes(server, "/api/v2/notifications")  # add to the FastAPI/Starlette app
+    app = CometdApp(server, app, "/api/v2/notifications")    # in front of the FastAPI app
+    # or: app.router.routes.extend(cometd_routes(server, ...)) (more memory per held connect)
     notifier = server.notifier                                 # the core's Notifier port
     # lifespan: await server.start() ... await server.stop()
 
@@ -14,7 +15,7 @@ from .auth import BasicAuthenticator, basic_header
 from .config import CometdSettings, OverflowPolicy
 from .notifier import CometdNotifier
 from .server import AGENT_CHANNELS, Authenticator, AuthRequest, BayeuxServer, echo_service
-from .transports import cometd_routes, create_app
+from .transports import CometdApp, cometd_routes, create_app
 
 __all__ = [
     "AGENT_CHANNELS",
@@ -22,6 +23,7 @@ __all__ = [
     "Authenticator",
     "BasicAuthenticator",
     "BayeuxServer",
+    "CometdApp",
     "CometdNotifier",
     "CometdSettings",
     "OverflowPolicy",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import re
 import secrets
@@ -54,7 +55,7 @@ from .protocol import (
     is_wildcard,
     valid_id,
 )
-from .sessions import HeldConnect, Link, Session, SessionRegistry
+from .sessions import HeldConnect, Link, Session, SessionRegistry, connect_reply
 
 log = logging.getLogger("adapters.cometd")
 
@@ -74,6 +75,11 @@ _AGENT_WILDCARD_BASES: Final = frozenset({"/me", "/v2/me"})
 """``/me/*``, ``/me/**`` and their ``/v2`` forms only cover the agent's own channels."""
 
 _BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+_TICK: Final = 0.05
+"""Resolution (s) of the shared timer that expires held connects: one timer per tick that has
+expiries, not one per held connect. A held connect is answered up to one tick after its
+``timeout``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,8 @@ class BayeuxServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self._links: set[Link] = set()
+        self._expiries: dict[int, set[HeldConnect]] = {}
+        """Held connects by the tick of the shared timer at which they expire."""
         from .notifier import CometdNotifier  # notifier imports this module
 
         self.notifier = CometdNotifier(self)
@@ -181,8 +189,9 @@ class BayeuxServer:
                 await self._sweeper
             self._sweeper = None
         for session in self.sessions:
-            if session.held is not None:
-                self.release(session.held, self._complete(session, session.held.reply))
+            held = session.held
+            if held is not None:
+                self.release(held, self._complete(session, held.connect_reply()))
         for link in list(self._links):
             closer = getattr(link, "close", None)
             if callable(closer):
@@ -473,21 +482,21 @@ class BayeuxServer:
             session.link = link
         elif session.link is not None:
             session.link = None  # moved to long-polling
-        reply: Message = {"channel": META_CONNECT, "successful": True}
-        if "id" in message:
-            reply["id"] = message["id"]
+        msg_id = message.get("id")
         timeout = settings.timeout_ms if session.timeout_ms is None else session.timeout_ms
         if immediate or session.queue or timeout <= 0:
-            return self._complete(session, reply)
+            return self._complete(session, connect_reply(msg_id))
+        # Held long-polls are counted per browser only when there is a limit to enforce.
         browser_id = session.browser_id if link is None else None
-        if (
+        if settings.max_sessions_per_browser < 0:
+            browser_id = None
+        elif (
             browser_id is not None
-            and settings.max_sessions_per_browser >= 0
             and self.sessions.held_in_browser(browser_id) >= settings.max_sessions_per_browser
         ):
-            return self._complete(session, reply, multiple_clients=True)
-        held = HeldConnect(session, reply, browser_id, link)
-        held.timer = loop.call_later(timeout / 1000, self._expire, held)
+            return self._complete(session, connect_reply(msg_id), multiple_clients=True)
+        held = HeldConnect(session, msg_id, browser_id, link)
+        self._expire_at(held, loop.time() + timeout / 1000)
         session.held = held
         if browser_id is not None:
             self.sessions.browser_hold(browser_id, 1)
@@ -501,7 +510,9 @@ class BayeuxServer:
         if self._loop is not None:
             session.last_seen = self._loop.time()
         advice = self._advice(session, multiple_clients)
-        key = tuple(advice.items())
+        # Only the timeout and multiple-clients vary between replies (the rest is settings);
+        # an int is the cheapest thing to keep per session.
+        key = int(advice["timeout"]) * 2 + multiple_clients
         if key != session.advice_sent:
             reply["advice"] = advice
             session.advice_sent = key
@@ -512,9 +523,11 @@ class BayeuxServer:
 
     def release(self, held: HeldConnect, result: list[Message] | None) -> None:
         """Answer a held connect once (``None``: cancelled by a newer connect)."""
-        if held.timer is not None:
-            held.timer.cancel()
-            held.timer = None
+        if held.tick is not None:
+            expiring = self._expiries.get(held.tick)
+            if expiring is not None:
+                expiring.discard(held)
+            held.tick = None
         session = held.session
         if session.held is held:
             session.held = None
@@ -523,10 +536,21 @@ class BayeuxServer:
         if not held.future.done():
             held.future.set_result(result)
 
-    def _expire(self, held: HeldConnect) -> None:
-        held.timer = None
-        if held.session.held is held:
-            self.release(held, self._complete(held.session, held.reply))
+    def _expire_at(self, held: HeldConnect, when: float) -> None:
+        """Answer ``held`` at the first tick of the shared timer at or after ``when``."""
+        tick = math.ceil(when / _TICK)
+        expiring = self._expiries.get(tick)
+        if expiring is None:
+            expiring = self._expiries[tick] = set()
+            self._bind_loop().call_at(tick * _TICK, self._expire_tick, tick)
+        expiring.add(held)
+        held.tick = tick
+
+    def _expire_tick(self, tick: int) -> None:
+        for held in self._expiries.pop(tick, ()):
+            held.tick = None
+            if held.session.held is held:
+                self.release(held, self._complete(held.session, held.connect_reply()))
 
     def _subscribe(self, message: Message, session: Session) -> Message:
         patterns = self._patterns(message)
@@ -666,7 +690,7 @@ class BayeuxServer:
             session.queue = []
             session.link.push(messages)
         elif session.held is not None:
-            self.release(session.held, self._complete(session, session.held.reply))
+            self.release(session.held, self._complete(session, session.held.connect_reply()))
         # otherwise the messages wait for the next /meta/connect
 
     def _close(self, session: Session, *, goodbye: bool) -> None:
@@ -675,11 +699,11 @@ class BayeuxServer:
         session.closed = True
         held = session.held
         if held is not None:
-            reply = dict(held.reply)
+            reply = held.connect_reply()
             if goodbye:
                 reply["advice"] = {"reconnect": "none", "interval": 0}
             else:
-                reply = self._unknown_session(held.reply, META_CONNECT, True)
+                reply = self._unknown_session(reply, META_CONNECT, True)
             self.release(held, [reply])
         session.queue = []
         session.unacked = []

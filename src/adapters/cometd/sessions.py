@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Protocol
 
-from .protocol import Message, matches
+from .protocol import META_CONNECT, Message, matches
 
 
 class Link(Protocol):
@@ -26,26 +26,40 @@ class Link(Protocol):
     def push(self, messages: list[Message]) -> None: ...
 
 
+def connect_reply(msg_id: object) -> Message:
+    """A successful ``/meta/connect`` reply, echoing the request id (``None``: it had none)."""
+    reply: Message = {"channel": META_CONNECT, "successful": True}
+    if msg_id is not None:
+        reply["id"] = msg_id
+    return reply
+
+
 class HeldConnect:
     """A ``/meta/connect`` waiting for a message or its timeout.
 
     The future resolves to the reply batch (connect reply first, then the messages), or to
-    ``None`` when a newer connect of the same session cancelled it.
+    ``None`` when a newer connect of the same session cancelled it. Held connects are the idle
+    cost of every session, so this keeps only what the reply needs: the request ``id``, not a
+    prepared reply, and the expiry tick of the server's shared timer, not a timer of its own.
     """
 
-    __slots__ = ("browser_id", "future", "link", "reply", "session", "timer")
+    __slots__ = ("browser_id", "future", "link", "msg_id", "session", "tick")
 
     def __init__(
-        self, session: Session, reply: Message, browser_id: str | None, link: Link | None
+        self, session: Session, msg_id: object, browser_id: str | None, link: Link | None
     ) -> None:
         self.session = session
-        self.reply = reply
+        self.msg_id = msg_id
         self.browser_id = browser_id
         self.link = link
         self.future: asyncio.Future[list[Message] | None] = (
             asyncio.get_running_loop().create_future()
         )
-        self.timer: asyncio.TimerHandle | None = None
+        self.tick: int | None = None
+        """The shared timer's tick at which the connect expires (``None``: not scheduled)."""
+
+    def connect_reply(self) -> Message:
+        return connect_reply(self.msg_id)
 
 
 class Session:
@@ -94,7 +108,7 @@ class Session:
         self.connected = False  # a connect was answered since the handshake
         self.last_seen = now
         self.timeout_ms: int | None = None  # the client's own advice.timeout, when it sent one
-        self.advice_sent: tuple[object, ...] | None = None
+        self.advice_sent: int | None = None  # the advice last sent, as BayeuxServer keys it
         self.link: Link | None = None
         self.flush_pending = False
         self.closed = False
@@ -162,7 +176,9 @@ class SessionRegistry:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Session] = {}
-        self._by_agent: dict[str, dict[str, Session]] = {}
+        # A list, not a dict: an agent has one session or a few, and an empty dict costs four
+        # times what a one-element list does (this is paid per idle session).
+        self._by_agent: dict[str, list[Session]] = {}
         self._held_per_browser: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -176,19 +192,19 @@ class SessionRegistry:
 
     def add(self, session: Session) -> None:
         self._by_id[session.client_id] = session
-        self._by_agent.setdefault(session.agent_id, {})[session.client_id] = session
+        self._by_agent.setdefault(session.agent_id, []).append(session)
 
     def remove(self, session: Session) -> None:
         self._by_id.pop(session.client_id, None)
         of_agent = self._by_agent.get(session.agent_id)
-        if of_agent is not None:
-            of_agent.pop(session.client_id, None)
+        if of_agent is not None and session in of_agent:
+            of_agent.remove(session)
             if not of_agent:
                 del self._by_agent[session.agent_id]
 
     def of_agent(self, agent_id: str) -> Iterator[Session]:
         of_agent = self._by_agent.get(agent_id)
-        return iter(()) if of_agent is None else iter(list(of_agent.values()))
+        return iter(()) if of_agent is None else iter(list(of_agent))
 
     def held_in_browser(self, browser_id: str) -> int:
         return self._held_per_browser.get(browser_id, 0)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from interactions_core.ids import RandomIds, SystemClock
 from interactions_core.ingest import Envelope, IngestLimits
@@ -28,7 +29,7 @@ from interactions_core.ports import MailEntry
 from interactions_core.routing import Router, RoutingConfig
 from interactions_core.service import IngestResult, InteractionService, ServiceConfig
 
-from ..cometd import AuthRequest, BayeuxServer, CometdSettings, cometd_routes
+from ..cometd import AuthRequest, BayeuxServer, CometdApp, CometdSettings
 from ..http.app import Api, create_app
 from ..http.auth import AuthError, HttpAuth
 from ..smtp import (
@@ -65,7 +66,8 @@ class Server:
     receiver: SmtpReceiver
     timer: RouterTimer
     ingest: Callable[[bytes, Envelope, str], IngestResult]
-    app: FastAPI = field(init=False)
+    app: FastAPI = field(init=False)  # the HTTP API (what TestClient and OpenAPI see)
+    asgi: ASGIApp = field(init=False)  # what uvicorn serves: CometD in front of ``app``
     demo_passwords: dict[str, str] = field(default_factory=dict)
 
     def _wake_mail_on_send(self, changed: Sequence[Interaction]) -> None:
@@ -257,7 +259,8 @@ def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -
         max_body_bytes=settings.max_body_bytes,
         max_attachment_bytes=settings.max_attachment_bytes,
     )
-    server.app = create_app(
-        api, extra_routes=cometd_routes(cometd, NOTIFICATIONS_PATH), lifespan=server.lifespan
-    )
+    server.app = create_app(api, lifespan=server.lifespan)
+    # CometD in front of the app, not mounted inside it: a held long-poll then keeps one small
+    # frame suspended instead of the app's middleware and router (docs/performance.md, CometD).
+    server.asgi = CometdApp(cometd, server.app, NOTIFICATIONS_PATH)
     return server

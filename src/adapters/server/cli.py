@@ -116,7 +116,7 @@ def serve(args: argparse.Namespace) -> int:
         lines.append(f"  agents         {settings.agents_file}")
     print("\n".join(lines), flush=True)
     config = uvicorn.Config(
-        server.app,
+        server.asgi,
         host=settings.http_host,
         port=settings.http_port,
         log_level=args.log_level,

@@ -15,6 +15,9 @@ Semantics are exactly ``interactions_core.testing.InMemoryStore``'s (the contrac
   processes wait in SQLite's busy handler up to ``busy_timeout``.
 * Notifications and mail share one outbox table whose ``AUTOINCREMENT`` key is the one strictly
   increasing sequence; within a commit, notifications are numbered before mail.
+* A row never changes without its version changing. So the interactions this store wrote last
+  are kept decoded (``cache_size`` per store), and loading one by id reuses the kept one when
+  the stored version, read in the same statement, is still its version.
 
 Connections: one per thread (``threading.local``), opened on first use with WAL, the configured
 ``synchronous`` level, ``busy_timeout`` and ``foreign_keys=ON``. A unit of work holds no
@@ -28,6 +31,7 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -66,6 +70,11 @@ _UPDATE: Final = (
     " WHERE id = ? AND version = ?"
 )
 _GET: Final = "SELECT data FROM interactions WHERE id = ?"
+# By id, for a store that holds a decoded copy at version ?1: the document is only sent when the
+# stored version is another one (a row never changes without its version changing).
+_GET_UNLESS: Final = (
+    "SELECT CASE WHEN version = ? THEN NULL ELSE data END FROM interactions WHERE id = ?"
+)
 _VERSION: Final = "SELECT version FROM interactions WHERE id = ?"
 _FOR_AGENT: Final = (
     "SELECT data FROM interactions WHERE owner = ? OR offer_agent = ? ORDER BY received_us, id"
@@ -118,12 +127,61 @@ def row_values(i: Interaction) -> tuple[Any, ...]:
     )
 
 
+_validate_json: Final = Interaction.__pydantic_validator__.validate_json
+
+
 def _load(data: str) -> Interaction:
     # Stored documents were valid when written: no address re-validation happens here.
-    return Interaction.model_validate_json(data)
+    loaded: Interaction = _validate_json(data)
+    return loaded
+
+
+# Notification payloads: json.dumps with these options, without building an encoder per call.
+_ENCODE_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # ----------------------------------------------------------------------------- store
+
+
+class InteractionCache:
+    """The interactions a store committed last, decoded, by id: at most ``size``.
+
+    An entry is only a candidate: a reader uses it when the version stored in the database,
+    read in the same statement, is the entry's (rows are immutable per version, whichever
+    process writes them). Evicts the entry written longest ago. Filled at commit only: a put
+    costs about as much as the decoding it saves on a miss. Reads take no lock; changes take
+    one, so concurrent threads never see a half-changed dict.
+    """
+
+    __slots__ = ("_entries", "_lock", "size")
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self.size = size
+        self._entries: OrderedDict[str, Interaction] = OrderedDict()  # O(1) eviction of the oldest
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        return self._entries.get(interaction_id)
+
+    def put(self, interaction: Interaction) -> None:
+        if not self.size:
+            return
+        interaction_id = interaction.id
+        with self._lock:
+            entries = self._entries
+            entries[interaction_id] = interaction
+            entries.move_to_end(interaction_id)  # the most recent
+            if len(entries) > self.size:
+                entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 class _Connection:
@@ -149,12 +207,16 @@ class SqliteStore:
         synchronous: str = "NORMAL",
         busy_timeout: float = 5.0,
         clock: Clock | None = None,
+        cache_size: int = 0,
     ) -> None:
         """Open (creating and migrating as needed) the database at ``path``.
 
         ``synchronous``: ``NORMAL`` (default: a process crash loses nothing, a power cut may
         lose the last transactions but never corrupts) or ``FULL`` / ``EXTRA`` (every commit
         is fsynced). ``busy_timeout``: seconds a writer waits for another process's write lock.
+        ``cache_size``: how many of the interactions committed last are kept decoded (default
+        0: none); a kept one is reused only while its version is still the stored one. It pays
+        off when operations come back to the interactions written last (docs/storage.md).
         """
         text = os.fspath(path)
         if text == ":memory:" or text.startswith("file::memory:") or not text:
@@ -168,6 +230,7 @@ class SqliteStore:
         self.synchronous = level
         self.busy_timeout = busy_timeout
         self._clock: Clock = clock or SystemClock()
+        self._cache = InteractionCache(cache_size)
         self._local = threading.local()
         self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._registry_lock = threading.Lock()
@@ -216,6 +279,7 @@ class SqliteStore:
         for holder in holders:
             holder.conn.close()
         self._local = threading.local()
+        self._cache.clear()
 
     def __enter__(self) -> Self:
         return self
@@ -321,8 +385,17 @@ class SqliteStore:
 
     # -- used by the unit of work
     def _get(self, interaction_id: str) -> Interaction | None:
-        row = self.connection().execute(_GET, (interaction_id,)).fetchone()
-        return None if row is None else _load(row[0])
+        cached = self._cache.get(interaction_id)
+        conn = self.connection()
+        if cached is None:
+            found = conn.execute(_GET, (interaction_id,)).fetchone()
+        else:
+            found = conn.execute(_GET_UNLESS, (cached.version, interaction_id)).fetchone()
+        if found is None:
+            return None
+        if found[0] is None:  # the stored version is the cached one's: the document was not sent
+            return cached  # (data is NOT NULL, so only _GET_UNLESS with a version gives NULL)
+        return _load(found[0])
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Interaction]:
         return [_load(data) for (data,) in self.connection().execute(sql, params)]
@@ -334,14 +407,20 @@ class SqliteStore:
         notifications: list[tuple[str, str, str]],
         mail: list[OutgoingMail],
     ) -> None:
-        now = self._clock.now()
-        queued_at = now.isoformat()
-        due = to_micros(now)
         # Everything serialisable is prepared before the lock is taken.
         values = {iid: row_values(rows[iid]) for iid in expected}
-        mail_rows = [
-            (m.interaction_id, m.model_dump_json(), queued_at, queued_at, due) for m in mail
-        ]
+        notification_rows: list[tuple[str, str, str, str]] = []
+        mail_rows: list[tuple[str, str, str, str, int]] = []
+        if notifications or mail:
+            now = self._clock.now()
+            queued_at = now.isoformat()
+            due = to_micros(now)
+            notification_rows = [
+                (agent, topic, payload, queued_at) for agent, topic, payload in notifications
+            ]
+            mail_rows = [
+                (m.interaction_id, m.model_dump_json(), queued_at, queued_at, due) for m in mail
+            ]
         with self._write() as conn:
             for iid, version in expected.items():
                 if version is None:
@@ -354,13 +433,18 @@ class SqliteStore:
                         raise ConcurrencyConflict(iid, 0, actual) from None
                 elif conn.execute(_UPDATE, (*values[iid], iid, version)).rowcount != 1:
                     raise ConcurrencyConflict(iid, version, _version(conn, iid))
-            if notifications:
-                conn.executemany(
-                    _INSERT_NOTIFICATION,
-                    [(agent, topic, payload, queued_at) for agent, topic, payload in notifications],
-                )
-            if mail_rows:
-                conn.executemany(_INSERT_MAIL, mail_rows)
+            for sql, outbox_rows in (
+                (_INSERT_NOTIFICATION, notification_rows),
+                (_INSERT_MAIL, mail_rows),
+            ):
+                if len(outbox_rows) == 1:  # the usual case: no executemany machinery
+                    conn.execute(sql, outbox_rows[0])
+                elif outbox_rows:
+                    conn.executemany(sql, outbox_rows)
+        # Committed: these are now the stored interactions, at these versions.
+        cache_put = self._cache.put
+        for iid in expected:
+            cache_put(rows[iid])
 
 
 def _version(conn: sqlite3.Connection, interaction_id: str) -> int | None:
@@ -450,7 +534,7 @@ class SqliteOutbox:
 
     def add_notification(self, notification: Notification) -> None:
         # Serialised now, so a payload that is not JSON fails in the operation that made it.
-        payload = json.dumps(notification.to_wire(), ensure_ascii=False, separators=(",", ":"))
+        payload = _ENCODE_JSON(notification.to_wire())
         self._uow._notifications.append((notification.agent_id, notification.topic, payload))
 
     def add_mail(self, mail: OutgoingMail) -> None:
