@@ -128,7 +128,10 @@ def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
     store = SqliteStore(
-        settings.database_path, synchronous=settings.sqlite_synchronous, clock=clock
+        settings.database_path,
+        synchronous=settings.sqlite_synchronous,
+        clock=clock,
+        cache_size=settings.sqlite_cache_size,
     )
     attachments = FileAttachmentStore(
         settings.attachments_path,

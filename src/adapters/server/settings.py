@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database: Path | None = None  # default: <data_dir>/interactions.sqlite3
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    sqlite_cache_size: int = Field(256, ge=0, le=1_000_000)  # rows kept by version; 0 = off
     attachments_dir: Path | None = None  # default: <data_dir>/attachments
     max_attachment_bytes: int = Field(25 * 1024 * 1024, ge=1024)
 
