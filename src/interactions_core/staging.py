@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from .errors import ConcurrencyConflict
 from .model import Interaction
-from .ports import InteractionRepository, Outbox, UnitOfWork
+from .ports import InteractionRepository, Outbox, OutgoingMail, UnitOfWork
 
 Loader = Callable[[str], Interaction | None]
+_N = TypeVar("_N")
 
 
 class Staged:
@@ -50,6 +51,36 @@ class Staged:
         stored = interaction.model_copy(update={"version": interaction.version + 1})
         self.rows[iid] = stored
         return stored
+
+
+class StagedUnitOfWork(Generic[_N]):
+    """The bookkeeping every store's unit of work shares: staged rows and outbox entries (the
+    notifications in whatever form the store keeps them), dropped by ``rollback`` and on
+    leaving the ``with`` block unless committed."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._staged = Staged()
+        self._rows = self._staged.rows
+        self._expected = self._staged.expected
+        self._notifications: list[_N] = []
+        self._mail: list[OutgoingMail] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()
+
+    def rollback(self) -> None:
+        self._reset()
 
 
 class TrackedRepository:

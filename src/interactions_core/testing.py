@@ -16,8 +16,7 @@ import hashlib
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from .addresses import parse_address_list
 from .errors import ConcurrencyConflict, TooLarge
@@ -38,7 +37,7 @@ from .ports import (
 )
 from .routing import Router, RoutingConfig
 from .service import IngestResult, InteractionService, ServiceConfig
-from .staging import Staged
+from .staging import StagedUnitOfWork
 
 # --------------------------------------------------------------------------- store
 
@@ -196,36 +195,15 @@ class _Outbox:
         self._uow._mail.append(mail)
 
 
-class InMemoryUnitOfWork:
+class InMemoryUnitOfWork(StagedUnitOfWork[Notification]):
     def __init__(self, store: InMemoryStore) -> None:
+        super().__init__()
         self._store = store
         self.interactions = _Repository(self)
         self.outbox = _Outbox(self)
-        self._reset()
-
-    def _reset(self) -> None:
-        self._staged = Staged()
-        self._rows = self._staged.rows
-        self._expected = self._staged.expected
-        self._notifications: list[Notification] = []
-        self._mail: list[OutgoingMail] = []
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.rollback()
 
     def commit(self) -> None:
         self._store._commit(self._expected, self._rows, self._notifications, self._mail)
-        self._reset()
-
-    def rollback(self) -> None:
         self._reset()
 
 

@@ -271,23 +271,23 @@ def create_app(
     async def create_email(request: Request) -> Response:
         return await operate(request, None)
 
-    @app.get(API + "/me/interactions", responses=ok_doc, response_model=None)
-    async def list_interactions(request: Request) -> Response:
+    async def answer(key: str, read: Callable[..., Any], *args: Any) -> Response:
+        """A read on the core thread, answered as ``{"status": "ok", key: ...}``."""
         try:
-            found = await api.core.run_quiet(api.service.list_interactions, agent_of(request))
+            found = await api.core.run_quiet(read, *args)
         except InteractionsError as exc:
             return from_domain(exc)
-        return JSONResponse({"status": "ok", "interactions": found})
+        return JSONResponse({"status": "ok", key: found})
+
+    @app.get(API + "/me/interactions", responses=ok_doc, response_model=None)
+    async def list_interactions(request: Request) -> Response:
+        return await answer("interactions", api.service.list_interactions, agent_of(request))
 
     @app.get(API + "/me/interactions/{interaction_id}", responses=ok_doc, response_model=None)
     async def get_interaction(interaction_id: str, request: Request) -> Response:
-        try:
-            found = await api.core.run_quiet(
-                api.service.get_interaction, agent_of(request), interaction_id
-            )
-        except InteractionsError as exc:
-            return from_domain(exc)
-        return JSONResponse({"status": "ok", "interaction": found})
+        return await answer(
+            "interaction", api.service.get_interaction, agent_of(request), interaction_id
+        )
 
     @app.post(
         API + "/me/interactions/{interaction_id}/attachments",
@@ -390,29 +390,17 @@ def create_app(
 
     @app.get(API + "/me", responses=ok_doc, response_model=None)
     async def me(request: Request) -> Response:
-        try:
-            state = await api.core.run_quiet(api.router.agent_state, agent_of(request))
-        except InteractionsError as exc:
-            return from_domain(exc)
-        return JSONResponse({"status": "ok", "user": state})
+        return await answer("user", api.router.agent_state, agent_of(request))
 
     @app.get(API + "/me/workbins", responses=ok_doc, response_model=None)
     async def workbins(request: Request) -> Response:
-        try:
-            found = await api.core.run_quiet(api.service.workbins, agent_of(request))
-        except InteractionsError as exc:
-            return from_domain(exc)
-        return JSONResponse({"status": "ok", "workbins": found})
+        return await answer("workbins", api.service.workbins, agent_of(request))
 
     @app.get(API + "/me/workbins/{workbin_name}", responses=ok_doc, response_model=None)
     async def workbin_content(workbin_name: str, request: Request) -> Response:
-        try:
-            found = await api.core.run_quiet(
-                api.service.workbin_content, agent_of(request), workbin_name
-            )
-        except InteractionsError as exc:
-            return from_domain(exc)
-        return JSONResponse({"status": "ok", "interactions": found})
+        return await answer(
+            "interactions", api.service.workbin_content, agent_of(request), workbin_name
+        )
 
     @app.post(API + "/me/logout", responses=ok_doc, response_model=None)
     async def logout(request: Request) -> Response:

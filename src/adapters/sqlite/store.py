@@ -44,7 +44,7 @@ from interactions_core.ids import SystemClock
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction
 from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail, RawMessage
-from interactions_core.staging import Staged
+from interactions_core.staging import StagedUnitOfWork
 
 from .migrations import migrate, waiting_predicate
 
@@ -541,12 +541,12 @@ class SqliteOutbox:
         self._uow._mail.append(mail)
 
 
-class SqliteUnitOfWork:
+class SqliteUnitOfWork(StagedUnitOfWork[tuple[str, str, str]]):
     """One transaction: staged here, written by ``commit`` in one ``BEGIN IMMEDIATE``."""
 
     def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
         self._store = store
-        self._reset()
         self._interactions = SqliteInteractions(self)
         self._outbox = SqliteOutbox(self)
 
@@ -558,30 +558,9 @@ class SqliteUnitOfWork:
     def outbox(self) -> SqliteOutbox:
         return self._outbox
 
-    def _reset(self) -> None:
-        self._staged = Staged()
-        self._rows = self._staged.rows
-        self._expected = self._staged.expected
-        self._notifications: list[tuple[str, str, str]] = []
-        self._mail: list[OutgoingMail] = []
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.rollback()
-
     def commit(self) -> None:
         if self._expected or self._notifications or self._mail:
             self._store._commit(self._expected, self._rows, self._notifications, self._mail)
-        self._reset()
-
-    def rollback(self) -> None:
         self._reset()
 
 
