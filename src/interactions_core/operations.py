@@ -242,26 +242,7 @@ class CreateEmail(_Operation):
     parent_id: Name | None = Field(None, alias="parentId")
 
 
-InteractionOperation = Annotated[
-    Accept
-    | Reject
-    | Reply
-    | ReplyAll
-    | Forward
-    | Cancel
-    | Send
-    | Transfer
-    | StopProcessing
-    | PlaceInQueue
-    | PlaceInWorkbin
-    | Pull
-    | UpdateProperties
-    | LinkAttachment,
-    Field(discriminator="operation_name"),
-]
-"""The operations on an existing interaction (``POST /me/interactions/{id}``)."""
-
-Operation = Annotated[
+_ON_AN_INTERACTION = (
     Accept
     | Reject
     | Reply
@@ -276,9 +257,13 @@ Operation = Annotated[
     | Pull
     | UpdateProperties
     | LinkAttachment
-    | CreateEmail,
-    Field(discriminator="operation_name"),
-]
+)
+
+InteractionOperation = Annotated[_ON_AN_INTERACTION, Field(discriminator="operation_name")]
+"""The operations on an existing interaction (``POST /me/interactions/{id}``)."""
+
+Operation = Annotated[_ON_AN_INTERACTION | CreateEmail, Field(discriminator="operation_name")]
+"""Every body the API accepts, CreateEmail (``POST /me/interactions``) included."""
 
 OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
 
