@@ -319,3 +319,36 @@ async def test_maildir_poller_ingests_then_moves_to_cur(tmp_path: Path, harness:
     assert sum(n.endswith(":2,S") for n in names) == 3
     assert {c[2] for c in calls} == {"support@example.com"}
     assert len(harness.store._all()) == 3
+
+
+CORPUS = sorted((Path(__file__).resolve().parents[1] / "ingest" / "corpus").glob("*.eml"))
+
+
+async def test_the_hostile_mime_corpus_over_smtp_crashes_nothing(
+    served: Wired, harness: Harness
+) -> None:
+    """Every file of the ingestion corpus, delivered over SMTP: each is stored (250, problems
+    noted) or refused with a permanent code — 554 for input that is not a mail (empty,
+    whitespace, no header), 500 for a line over SMTP's 1,000 octets (RFC 5321 §4.5.3.1.6) —
+    and the receiver still takes ordinary mail afterwards."""
+    assert len(CORPUS) >= 40
+
+    def send_all(s: smtplib.SMTP) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for path in CORPUS:
+            s.mail("customer@example.org")
+            s.rcpt("support@example.com")
+            try:
+                code, _ = s.data(path.read_bytes())
+            except smtplib.SMTPDataError as exc:
+                code = exc.smtp_code
+                s.rset()
+            codes[path.name] = code
+        return codes
+
+    codes = await served.client(send_all)
+    odd = {name: code for name, code in codes.items() if code != 250 and not 500 <= code < 600}
+    assert not odd, odd
+    stored = [name for name, code in codes.items() if code == 250]
+    assert len(stored) >= len(CORPUS) - 5, codes
+    assert await served.client(lambda s: s.sendmail("b@x.org", ["support@example.com"], MAIL)) == {}
