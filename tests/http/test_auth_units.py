@@ -72,3 +72,28 @@ def test_invalid_configuration_names_the_setting(monkeypatch: pytest.MonkeyPatch
         load_settings(catch_all={"@example.com": "nobody@example.com"})
     monkeypatch.setenv("INTERACTIONS_RELAY__HOST", "smtp.example.com")
     assert load_settings().relay is not None
+
+
+def test_every_domain_error_kind_has_its_status() -> None:
+    from adapters.http.app import from_domain
+    from interactions_core.errors import (
+        ConcurrencyConflict,
+        InteractionNotFound,
+        InvalidRequest,
+        OperationNotAllowed,
+        TooLarge,
+        Unavailable,
+    )
+
+    cases = [
+        (InvalidRequest("bad"), 400),
+        (InteractionNotFound("X"), 404),
+        (OperationNotAllowed("Send", "Invited", ["Accept"]), 409),
+        (ConcurrencyConflict("X", 1, 2), 409),
+        (TooLarge("big"), 413),
+        (Unavailable("busy"), 503),
+    ]
+    for exc, status in cases:
+        response = from_domain(exc)
+        assert response.status_code == status
+        assert response.body.startswith(b'{"status":"error","errorDescription":')
