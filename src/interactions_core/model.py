@@ -163,7 +163,6 @@ class Interaction(BaseModel):
     last_agent: str | None = None
     # Last-agent routing: offer to this agent first when they are Ready (a customer's answer).
     preferred_agent: str | None = None
-    failure_reason: str | None = None
     # Content id of the raw RFC 5322 bytes in the attachment store (inbound mail: never lost).
     raw_id: str | None = None
 

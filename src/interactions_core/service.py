@@ -516,7 +516,6 @@ class InteractionService:
                     update={
                         "state": lifecycle.fire("DeliveryFailed", i.state),
                         "owner": agent_id,
-                        "failure_reason": reason,
                         "user_data": {**i.user_data, "DeliveryError": reason[:1000]},
                     }
                 )
@@ -703,7 +702,8 @@ class InteractionService:
                     "email": email,
                     "owner": None,
                     "last_agent": agent.id,
-                    "failure_reason": None,
+                    # A failed earlier attempt is history once the agent sends again.
+                    "user_data": {k: v for k, v in i.user_data.items() if k != "DeliveryError"},
                     **self._moved(i, queue),
                 }
             )

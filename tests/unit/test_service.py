@@ -398,6 +398,13 @@ def test_transient_failure_retries_then_permanent_failure_notifies(h: Harness) -
     assert note["id"] == draft2 and note["state"] == "Failed"
     assert "Send" in note["capabilities"]
     assert "550" in note["userData"]["DeliveryError"]
+    # The agent fixes the address and sends again: the old error does not linger.
+    again = h.execute(
+        "alice", draft2, {"operationName": "Send", "email_object": {"toAddress": "ok@example.org"}}
+    )
+    assert again == {"status": "ok"}
+    sent = h.last_notification("alice")
+    assert sent["state"] == "Sent" and "DeliveryError" not in sent["userData"]
 
 
 def test_two_agents_racing_on_one_offer_exactly_one_wins(h: Harness) -> None:

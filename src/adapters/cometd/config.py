@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .protocol import ERR_SESSION_UNKNOWN
+
 
 class OverflowPolicy(StrEnum):
     """What happens when a session's queue (pending + unacknowledged) is full."""
@@ -57,7 +59,7 @@ class CometdSettings:
     credential_cookies: tuple[str, ...] = ()
     """Cookies that carry credentials: when present on a request they are checked against the
     agent the session belongs to, like the ``Authorization`` header."""
-    session_unknown_error: str = "402::session_unknown"
+    session_unknown_error: str = ERR_SESSION_UNKNOWN
     """The 402 text differs between CometD releases; configurable so it can copy GWS exactly."""
     websocket: bool = True
     long_polling: bool = True

@@ -13,7 +13,7 @@ Status codes: 400 bad request, 401 not authenticated, 403 CSRF, 404 unknown or n
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
@@ -183,7 +182,6 @@ async def read_json(request: Request, limit: int) -> Any:
 def create_app(
     api: Api,
     *,
-    extra_routes: Sequence[BaseRoute] = (),
     lifespan: Callable[[FastAPI], Any] | None = None,
 ) -> FastAPI:
     app = _App(
@@ -409,9 +407,6 @@ def create_app(
         response = JSONResponse({"status": "ok"})
         response.delete_cookie(SESSION_COOKIE, path="/api")
         return response
-
-    for route in extra_routes:
-        app.router.routes.append(route)
 
     app.extra_schemas = union_defs
     return app
