@@ -17,10 +17,12 @@ import html as _html
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.utils import format_datetime
+from functools import lru_cache
 
 from .addresses import dedupe
-from .model import Address, EmailContent, format_address, format_addresses
+from .model import Address, EmailContent, evolve, format_address, format_addresses
 
 __all__ = [
     "DEFAULT_FORWARD_PREFIX",
@@ -32,6 +34,7 @@ __all__ = [
     "compose_forward",
     "compose_reply",
     "decode_subject",
+    "format_date",
     "forward_header_html",
     "forward_header_text",
     "forward_subject",
@@ -135,6 +138,8 @@ def decode_subject(subject: str) -> str:
 
 def _one_line(value: str) -> str:
     """Unfold (RFC 5322 §2.2.3) and replace any other line break by a space."""
+    if "\n" not in value and "\r" not in value:
+        return value
     value = re.sub(r"(?:\r\n|\r|\n)+(?=[ \t])", "", value)
     return re.sub(r"(?:\r\n|\r|\n)+", " ", value)
 
@@ -152,7 +157,7 @@ def _display(address: Address) -> Address:
 
 
 def _displays(addresses: Iterable[Address]) -> tuple[Address, ...]:
-    return tuple(_display(a) for a in addresses)
+    return tuple(map(_display, addresses))
 
 
 # --------------------------------------------------------------------------- subjects
@@ -199,6 +204,7 @@ _TAG = re.compile(r"\[([^\[\]\r\n]+)\]\s*")
 _SPACE = re.compile(r"\s*")
 
 
+@lru_cache(maxsize=64)
 def _literal_prefix(prefix: str) -> re.Pattern[str] | None:
     """A matcher for a configured prefix that is not one of the known tokens ("Antwort: ")."""
     literal = prefix.strip()
@@ -285,10 +291,22 @@ def _reply_target(original: EmailContent, exclude: frozenset[str]) -> tuple[Addr
     """
     author = (original.from_,) if original.from_ is not None else ()
     for candidate in (original.mail_reply_to, original.reply_to, author):
-        kept = dedupe(candidate, exclude)
-        if kept:
-            return kept
+        if candidate:
+            kept = _unseen(candidate, set(exclude))
+            if kept:
+                return kept
     return ()
+
+
+def _unseen(addresses: Iterable[Address], seen: set[str]) -> tuple[Address, ...]:
+    """``dedupe`` for keys already normalised; ``seen`` is updated with what is kept."""
+    out: list[Address] = []
+    for a in addresses:
+        key = a.addr.casefold()
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return tuple(out)
 
 
 def _follow_up(original: EmailContent, reply_all: bool, own: frozenset[str]) -> Recipients:
@@ -328,8 +346,10 @@ def reply_recipients(
 
     # RFC 5322 §3.6.3: original To and Cc go to Cc (Mutt's group-reply); Bcc recipients must not
     # be revealed. The reply target is exempt: the author chose to show it.
-    hidden = frozenset(a.key for a in original.bcc)
-    cc = dedupe(original.to + original.cc, own_keys | hidden | {a.key for a in to})
+    seen = set(own_keys)
+    seen.update(a.addr.casefold() for a in original.bcc)
+    seen.update(a.addr.casefold() for a in to)
+    cc = _unseen(original.to + original.cc, seen)
     if not to and cc:
         to, cc = cc[:1], cc[1:]
     return Recipients(to=_displays(to), cc=_displays(cc))
@@ -394,7 +414,39 @@ def thread_headers(
 
 
 def _lf(text: str) -> str:
+    if "\r" not in text:
+        return text
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_date(value: datetime) -> str:
+    """RFC 5322 §3.3 date-time ("Wed, 25 Nov 2026 17:15:59 +0000"), as ``email.utils``
+    writes it, without its strftime round trips; odd offsets (seconds) are left to it."""
+    offset = value.utcoffset()
+    if offset is None or offset.microseconds or offset.seconds % 60:
+        return format_datetime(value)
+    # %-formatting: half the cost of the equivalent f-string with format specs here.
+    return "%s, %02d %s %04d %02d:%02d:%02d %s" % (  # noqa: UP031
+        _DAYS[value.weekday()],
+        value.day,
+        _MONTHS[value.month - 1],
+        value.year,
+        value.hour,
+        value.minute,
+        value.second,
+        _zone(offset),
+    )
+
+
+@lru_cache(maxsize=256)
+def _zone(offset: timedelta) -> str:
+    minutes = offset.days * 1440 + offset.seconds // 60
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{'-' if offset < timedelta(0) else '+'}{hours:02d}{minutes:02d}"
 
 
 def attribution_line(original: EmailContent) -> str:
@@ -407,7 +459,7 @@ def attribution_line(original: EmailContent) -> str:
     author = format_address(_display(original.from_))
     if original.date is None:
         return f"{author} wrote:"
-    return f"On {format_datetime(original.date)}, {author} wrote:"
+    return f"On {format_date(original.date)}, {author} wrote:"
 
 
 def quote_text(text: str, *, start_line: str | None = None, indent: str = DEFAULT_INDENT) -> str:
@@ -417,24 +469,46 @@ def quote_text(text: str, *, start_line: str | None = None, indent: str = DEFAUL
     readable and machine-countable (">> x", RFC 3676 §4.5). Empty lines get the bare marker.
     Returns "" when there is nothing to write, else text ending with a newline.
     """
-    out: list[str] = []
-    if start_line:
-        out.append(_lf(start_line))
+    head = _lf(start_line) + "\n" if start_line else ""
+    if not text:
+        return head
     body = _lf(text)
     if body.endswith("\n"):
         body = body[:-1]
-    lines = body.split("\n") if text else []
+    return head + _quote_lines(body, indent) + "\n"
+
+
+def _quote_lines(body: str, indent: str) -> str:
+    """Every line of ``body`` indented, then the two exceptions patched: a quoted line gets ">"
+    alone, an empty line the bare marker. Whole-string operations, as this runs on every
+    reply with a quote; the line-by-line form is kept for an indent holding a line break."""
     marker = indent.rstrip()
-    for line in lines:
-        if not line:
-            out.append(marker)
-        elif marker == ">" and line.startswith(">"):
-            out.append(">" + line)
-        else:
-            out.append(indent + line)
-    if not out:
-        return ""
-    return "\n".join(out) + "\n"
+    if "\n" in indent:
+        return "\n".join(_quote_line(line, indent, marker) for line in body.split("\n"))
+    out = indent + body.replace("\n", "\n" + indent)
+    if marker == ">" and ">" in body:
+        if body.startswith(">"):
+            out = ">" + out[len(indent) :]
+        out = out.replace("\n" + indent + ">", "\n>>")
+    if marker != indent:
+        gap = "\n" + indent + "\n"
+        if gap in out:
+            bare = "\n" + marker + "\n"
+            # Adjacent empty lines share a line break, so one pass leaves every other one.
+            out = out.replace(gap, bare).replace(gap, bare)
+        if out == indent or out.startswith(indent + "\n"):
+            out = marker + out[len(indent) :]
+        if out.endswith("\n" + indent):
+            out = out[: len(out) - len(indent)] + marker
+    return out
+
+
+def _quote_line(line: str, indent: str, marker: str) -> str:
+    if not line:
+        return marker
+    if marker == ">" and line.startswith(">"):
+        return ">" + line
+    return indent + line
 
 
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
@@ -471,11 +545,12 @@ def quote_html(html: str, *, start_line: str | None = None) -> str:
     The style is inline because Gmail and Outlook drop the default styling of a bare
     ``<blockquote type="cite">``.
     """
+    return _blockquote(_html_body(html), start_line)
+
+
+def _blockquote(fragment: str, start_line: str | None) -> str:
     head = f"<div>{_escape_lines(start_line)}</div>\n" if start_line else ""
-    return (
-        f'{head}<blockquote type="cite" style="{BLOCKQUOTE_STYLE}">'
-        f"{_html_body(html)}</blockquote>\n"
-    )
+    return f'{head}<blockquote type="cite" style="{BLOCKQUOTE_STYLE}">{fragment}</blockquote>\n'
 
 
 def text_to_html(text: str) -> str:
@@ -491,7 +566,7 @@ def _forward_fields(original: EmailContent) -> list[str]:
     if original.from_ is not None:
         lines.append("From: " + format_address(_display(original.from_)))
     if original.date is not None:
-        lines.append("Date: " + format_datetime(original.date))
+        lines.append("Date: " + format_date(original.date))
     lines.append("Subject: " + _one_line(decode_subject(original.subject)))
     if original.to:
         lines.append("To: " + format_addresses(_displays(original.to)))
@@ -515,6 +590,10 @@ def forward_header_html(original: EmailContent) -> str:
 
 
 # --------------------------------------------------------------------------- drafts
+
+# Drafts are built from this empty record with ``evolve``: every value below comes from
+# validated records or from the typed functions above, so pydantic would only re-check them.
+_NO_EMAIL = EmailContent()
 
 
 def compose_reply(
@@ -541,10 +620,12 @@ def compose_reply(
     if quote:
         line = attribution_line(original) if start_line is None else start_line
         text = "\n" + quote_text(original.text, start_line=line, indent=indent or DEFAULT_INDENT)
-        source = original.html or (text_to_html(original.text) if original.text else "")
-        if source:
-            html = quote_html(source, start_line=line)
-    return EmailContent(
+        if original.html:
+            html = quote_html(original.html, start_line=line)
+        elif original.text:
+            html = _blockquote(text_to_html(original.text), line)
+    return evolve(
+        _NO_EMAIL,
         from_=mailbox,
         to=recipients.to,
         cc=recipients.cc,
@@ -583,7 +664,8 @@ def compose_forward(
             + forward_header_html(original)
             + _html_body(original.html)
         )
-    return EmailContent(
+    return evolve(
+        _NO_EMAIL,
         from_=mailbox,
         to=to,
         cc=cc,

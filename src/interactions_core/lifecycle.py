@@ -149,8 +149,39 @@ MACHINE: Final = _build()
 _EVENTS: Final = MACHINE.events
 
 
+def _inert(machine: Machine) -> frozenset[tuple[str, str]]:
+    """(trigger, state) pairs whose only transition is internal and bare: no destination, no
+    condition, no callback. Firing one changes nothing; ``transitions`` would only walk its
+    empty callback lists, so ``fire`` answers those from the machine's definition directly."""
+    machine_hooks = (
+        machine.prepare_event,
+        machine.before_state_change,
+        machine.after_state_change,
+        machine.finalize_event,
+    )
+    if any(machine_hooks):
+        return frozenset()
+    inert: set[tuple[str, str]] = set()
+    for trigger, event in machine.events.items():
+        for source, options in event.transitions.items():
+            if len(options) == 1 and _bare_internal(options[0]):
+                inert.add((trigger, source))
+    return frozenset(inert)
+
+
+def _bare_internal(transition: Any) -> bool:
+    return transition.dest is None and not (
+        transition.conditions or transition.prepare or transition.before or transition.after
+    )
+
+
+_INERT: Final = _inert(MACHINE)
+
+
 def fire(trigger: str, state: str, *, outbound: bool = False, returning: bool = False) -> str:
     """Apply ``trigger`` to ``state``; return the new state or raise ``OperationNotAllowed``."""
+    if (trigger, state) in _INERT:
+        return state
     event = _EVENTS.get(trigger)
     if event is None:
         raise OperationNotAllowed(trigger, state, capabilities(state))

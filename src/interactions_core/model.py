@@ -4,7 +4,8 @@ Two layers, on purpose:
 
 * ``Interaction`` and ``EmailContent`` are the domain records: frozen pydantic models with
   pythonic names and structured addresses. They are immutable, so a change is a cheap
-  ``model_copy(update=...)`` and an in-memory store can share them without defensive copies.
+  ``evolve(record, field=value)`` and an in-memory store can share them without defensive
+  copies.
 * ``InteractionStateMessage`` / ``EmailObject`` / ``AttachmentInfo`` are the wire: the exact
   member names of the seed page (``messageTypeName``, ``email_object``, ``ToAddress``...).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
@@ -47,6 +48,27 @@ def direction_of(subtype: str) -> Direction:
 
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+_Record = TypeVar("_Record", bound=BaseModel)
+_set = object.__setattr__
+
+
+def evolve(record: _Record, **changes: Any) -> _Record:
+    """A copy of a frozen domain record with ``changes`` applied, values taken as given.
+
+    What ``model_copy(update=...)`` does, at half its cost: it runs for every write of every
+    operation. Like ``model_copy`` it does not validate the values; unlike it, an unknown field
+    is an error. The copy shares the original's fields-set record (nothing here reads it).
+    """
+    values = {**record.__dict__, **changes}
+    if len(values) != len(record.__dict__):  # the record's __dict__ holds exactly its fields
+        unknown = sorted(changes.keys() - record.__dict__.keys())
+        raise TypeError(f"{type(record).__name__} has no field {', '.join(unknown)}")
+    copy = object.__new__(type(record))
+    _set(copy, "__dict__", values)
+    _set(copy, "__pydantic_fields_set__", record.__pydantic_fields_set__)
+    _set(copy, "__pydantic_extra__", None)
+    _set(copy, "__pydantic_private__", None)
+    return copy
 
 
 class Address(BaseModel):

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from . import compose, lifecycle
@@ -38,6 +39,7 @@ from .model import (
     InteractionView,
     Offer,
     SubType,
+    evolve,
 )
 from .operations import (
     Accept,
@@ -87,6 +89,16 @@ def safe_filename(name: str) -> str:
 
 
 _log = logging.getLogger(__name__)
+
+
+# New drafts are this empty record evolved (the service's values are already validated).
+_NO_INTERACTION = Interaction(id="", state=State.NEW)
+
+
+@lru_cache(maxsize=1024)
+def _mailbox(addr: str) -> Address:
+    """A mailbox address from configuration or storage (validated when it was set)."""
+    return Address(addr=addr)
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,9 @@ class InteractionService:
         )
         self._mailbox_queues = {k.casefold(): v for k, v in self.config.mailbox_queues.items()}
         self._listeners: list[Callable[[Sequence[Interaction]], None]] = []
+        self._system_addresses = frozenset(a.casefold() for a in c.system_addresses)
+        # (agent addresses, agent mailboxes, mailbox) -> the casefolded addresses that are ours.
+        self._own_cache: dict[tuple[tuple[str, ...], tuple[str, ...], str], frozenset[str]] = {}
         self._handlers: dict[str, Callable[[UnitOfWork, Agent, Interaction, Any], str | None]] = {
             "Accept": self._accept,
             "Reject": self._reject,
@@ -302,8 +317,8 @@ class InteractionService:
             self._check_allowed(agent, i, "LinkAttachment")
             if any(a.id == content_id for a in i.email.attachments):
                 return attachment
-            email = i.email.model_copy(update={"attachments": (*i.email.attachments, attachment)})
-            changed = uow.interactions.update(i.model_copy(update={"email": email}))
+            email = evolve(i.email, attachments=(*i.email.attachments, attachment))
+            changed = uow.interactions.update(evolve(i, email=email))
             self._notify(uow, agent.id, changed)
             return attachment
 
@@ -335,8 +350,8 @@ class InteractionService:
             kept = tuple(a for a in i.email.attachments if a.id != attachment_id)
             if len(kept) == len(i.email.attachments):
                 raise NotFound("Attachment", attachment_id)
-            email = i.email.model_copy(update={"attachments": kept})
-            changed = uow.interactions.update(i.model_copy(update={"email": email}))
+            email = evolve(i.email, attachments=kept)
+            changed = uow.interactions.update(evolve(i, email=email))
             self._notify(uow, agent.id, changed)
 
         self._in_transaction(run)
@@ -512,12 +527,11 @@ class InteractionService:
                 return
             agent_id = i.last_agent
             changed = uow.interactions.update(
-                i.model_copy(
-                    update={
-                        "state": lifecycle.fire("DeliveryFailed", i.state),
-                        "owner": agent_id,
-                        "user_data": {**i.user_data, "DeliveryError": reason[:1000]},
-                    }
+                evolve(
+                    i,
+                    state=lifecycle.fire("DeliveryFailed", i.state),
+                    owner=agent_id,
+                    user_data={**i.user_data, "DeliveryError": reason[:1000]},
                 )
             )
             if agent_id is not None:
@@ -530,17 +544,16 @@ class InteractionService:
     def _accept(self, uow: UnitOfWork, agent: Agent, i: Interaction, op: Accept) -> None:
         state = lifecycle.fire("Accept", i.state)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={
-                    "state": state,
-                    "owner": agent.id,
-                    "last_agent": agent.id,
-                    "offer": None,
-                    "rejected_by": (),
-                    "target_agent": None,
-                    "required_skill": None,
-                    "preferred_agent": None,
-                }
+            evolve(
+                i,
+                state=state,
+                owner=agent.id,
+                last_agent=agent.id,
+                offer=None,
+                rejected_by=(),
+                target_agent=None,
+                required_skill=None,
+                preferred_agent=None,
             )
         )
         self._notify(uow, agent.id, changed)
@@ -565,7 +578,7 @@ class InteractionService:
                 "target_agent": None,
                 "user_data": {**i.user_data, "TransferResult": note},
             }
-        changed = uow.interactions.update(i.model_copy(update=update))
+        changed = uow.interactions.update(evolve(i, **update))
         # The invitee learns the offer is gone (seed: Revoked, capabilities []).
         gone = State.REJECTED if trigger == "Reject" else State.REVOKED
         self._notify(uow, invitee, changed, state=gone)
@@ -579,7 +592,7 @@ class InteractionService:
         mailbox = self._mailbox_address(parent, agent)
         original = parent.email
         if original.date is None:  # RFC 5322 makes Date mandatory; quote with when it arrived
-            original = original.model_copy(update={"date": parent.received_at})
+            original = evolve(original, date=parent.received_at)
         email = compose.compose_reply(
             original,
             mailbox=mailbox,
@@ -634,7 +647,8 @@ class InteractionService:
         interaction_type: str = "Email",
     ) -> Interaction:
         queue = self._queue(queue or self.config.draft_queue)
-        return Interaction(
+        return evolve(
+            _NO_INTERACTION,
             id=self.ids.interaction_id(),
             state=lifecycle.fire("Compose", State.NEW),
             interaction_type=interaction_type,
@@ -648,13 +662,12 @@ class InteractionService:
             owner=agent.id,
             last_agent=agent.id,
             parent_id=parent.id if parent else None,
+            user_data={},
         )
 
     def _cancel(self, uow: UnitOfWork, agent: Agent, i: Interaction, op: Cancel) -> None:
         state = lifecycle.fire("Cancel", i.state)
-        changed = uow.interactions.update(
-            i.model_copy(update={"state": state, "owner": None, "last_agent": agent.id})
-        )
+        changed = uow.interactions.update(evolve(i, state=state, owner=None, last_agent=agent.id))
         self._notify(uow, agent.id, changed)
 
     def _send(self, uow: UnitOfWork, agent: Agent, i: Interaction, op: Send) -> None:
@@ -684,7 +697,7 @@ class InteractionService:
             self.config.message_id_domain
         )
         update["date"] = now
-        email = i.email.model_copy(update=update)
+        email = evolve(i.email, **update)
         if not (email.to or email.cc or email.bcc):
             raise InvalidRequest(
                 "Send needs at least one recipient (toAddress, ccAddress or bccAddress)"
@@ -696,16 +709,15 @@ class InteractionService:
         state = lifecycle.fire("Send", i.state)
         queue = self._queue(op.queue_name or self.config.sent_queue)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={
-                    "state": state,
-                    "email": email,
-                    "owner": None,
-                    "last_agent": agent.id,
-                    # A failed earlier attempt is history once the agent sends again.
-                    "user_data": {k: v for k, v in i.user_data.items() if k != "DeliveryError"},
-                    **self._moved(i, queue),
-                }
+            evolve(
+                i,
+                state=state,
+                email=email,
+                owner=None,
+                last_agent=agent.id,
+                # A failed earlier attempt is history once the agent sends again.
+                user_data={k: v for k, v in i.user_data.items() if k != "DeliveryError"},
+                **self._moved(i, queue),
             )
         )
         uow.outbox.add_mail(
@@ -745,7 +757,7 @@ class InteractionService:
         else:
             assert op.queue_name is not None
             update |= self._moved(i, self._queue(op.queue_name))
-        changed = uow.interactions.update(i.model_copy(update=update))
+        changed = uow.interactions.update(evolve(i, **update))
         self._notify(uow, agent.id, changed)
         if target is not None:
             self._offer(uow, changed, target, returns_to=agent.id)
@@ -756,13 +768,12 @@ class InteractionService:
         state = lifecycle.fire("StopProcessing", i.state)
         queue = self._queue(op.queue_name or self.config.done_queue)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={
-                    "state": state,
-                    "owner": None,
-                    "last_agent": agent.id,
-                    **self._moved(i, queue),
-                }
+            evolve(
+                i,
+                state=state,
+                owner=None,
+                last_agent=agent.id,
+                **self._moved(i, queue),
             )
         )
         self._notify(uow, agent.id, changed)
@@ -773,15 +784,14 @@ class InteractionService:
         state = lifecycle.fire("PlaceInQueue", i.state)
         queue = self._queue(op.queue_name)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={
-                    "state": state,
-                    "owner": None,
-                    "workbin": None,
-                    "last_agent": agent.id,
-                    "rejected_by": (),
-                    **self._moved(i, queue),
-                }
+            evolve(
+                i,
+                state=state,
+                owner=None,
+                workbin=None,
+                last_agent=agent.id,
+                rejected_by=(),
+                **self._moved(i, queue),
             )
         )
         self._notify(uow, agent.id, changed)
@@ -792,9 +802,7 @@ class InteractionService:
         workbin = self.resolve_workbin(agent.id, op.workbin_name)
         state = lifecycle.fire("PlaceInWorkbin", i.state)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={"state": state, "owner": None, "workbin": workbin, "last_agent": agent.id}
-            )
+            evolve(i, state=state, owner=None, workbin=workbin, last_agent=agent.id)
         )
         self._notify(uow, agent.id, changed)
         self._notify_workbin(uow, workbin, changed, "PlaceInWorkbin")
@@ -802,9 +810,7 @@ class InteractionService:
     def _pull(self, uow: UnitOfWork, agent: Agent, i: Interaction, op: Pull) -> None:
         state = lifecycle.fire("Pull", i.state, outbound=i.direction is Direction.OUTBOUND)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={"state": state, "owner": agent.id, "workbin": None, "last_agent": agent.id}
-            )
+            evolve(i, state=state, owner=agent.id, workbin=None, last_agent=agent.id)
         )
         self._notify(uow, agent.id, changed)
         assert i.workbin is not None
@@ -821,7 +827,7 @@ class InteractionService:
         update: dict[str, Any] = {"user_data": user_data}
         if op.comment is not None:
             update["comment"] = op.comment
-        changed = uow.interactions.update(i.model_copy(update=update))
+        changed = uow.interactions.update(evolve(i, **update))
         self._notify(uow, agent.id, changed)
 
     def _link_attachment(
@@ -837,8 +843,8 @@ class InteractionService:
             raise NotFound("Attachment", op.attachment_id)
         if any(a.id == found.id for a in i.email.attachments):
             raise Refused(f"Attachment {found.id!r} is already linked to this interaction")
-        email = i.email.model_copy(update={"attachments": (*i.email.attachments, found)})
-        changed = uow.interactions.update(i.model_copy(update={"email": email}))
+        email = evolve(i.email, attachments=(*i.email.attachments, found))
+        changed = uow.interactions.update(evolve(i, email=email))
         self._notify(uow, agent.id, changed)
 
     # ------------------------------------------------------------------ helpers
@@ -846,13 +852,10 @@ class InteractionService:
     def _offer(self, uow: UnitOfWork, i: Interaction, agent: Agent, returns_to: str | None) -> None:
         state = lifecycle.fire("Offer", i.state)
         changed = uow.interactions.update(
-            i.model_copy(
-                update={
-                    "state": state,
-                    "offer": Offer(
-                        agent_id=agent.id, offered_at=self.clock.now(), returns_to=returns_to
-                    ),
-                }
+            evolve(
+                i,
+                state=state,
+                offer=Offer(agent_id=agent.id, offered_at=self.clock.now(), returns_to=returns_to),
             )
         )
         self._notify(uow, agent.id, changed)
@@ -860,17 +863,20 @@ class InteractionService:
     def _in_transaction(self, run: Callable[[UnitOfWork], _T]) -> _T:
         attempts = self.config.max_conflict_retries + 1
         for attempt in range(attempts):
+            tracked: TrackedUnitOfWork | None = None
             try:
                 with self.store.unit_of_work() as inner:
-                    uow = TrackedUnitOfWork(inner)
-                    result = run(uow)
+                    # What a transaction wrote is collected only when someone listens.
+                    if self._listeners:
+                        tracked = TrackedUnitOfWork(inner)
+                    result = run(tracked or inner)
                     inner.commit()
             except ConcurrencyConflict:
                 if attempt == attempts - 1:
                     raise
                 continue
-            if uow.changed:
-                self._after_commit(list(uow.changed.values()))
+            if tracked is not None and tracked.changed:
+                self._after_commit(list(tracked.changed.values()))
             return result
         raise AssertionError("unreachable")
 
@@ -950,17 +956,24 @@ class InteractionService:
     def _mailbox_address(self, parent: Interaction, agent: Agent) -> Address:
         """FromAddress of a reply: the mailbox the original was sent to."""
         if parent.mailbox:
-            return Address(addr=parent.mailbox)
+            return _mailbox(parent.mailbox)
         if agent.mailboxes:
-            return Address(addr=agent.mailboxes[0])
+            return _mailbox(agent.mailboxes[0])
         raise Refused("The interaction has no mailbox to reply from")
 
     def _own_addresses(self, agent: Agent, parent: Interaction) -> frozenset[str]:
-        own: set[str] = {a.casefold() for a in (*agent.addresses, *agent.mailboxes)}
-        if parent.mailbox:
-            own.add(parent.mailbox.casefold())
-        own |= {a.casefold() for a in self.config.system_addresses}
-        return frozenset(own)
+        """The addresses a reply never goes to: the agent's, its mailboxes, the system's."""
+        key = (agent.addresses, agent.mailboxes, parent.mailbox)
+        own = self._own_cache.get(key)
+        if own is None:
+            if len(self._own_cache) >= 4096:  # agents come and go: keep it bounded
+                self._own_cache.clear()
+            own = self._own_cache[key] = frozenset(
+                {a.casefold() for a in (*agent.addresses, *agent.mailboxes)}
+                | ({parent.mailbox.casefold()} if parent.mailbox else set())
+                | self._system_addresses
+            )
+        return own
 
     def _sender_mailbox(
         self, agent: Agent, given: str | None, default: Interaction | None

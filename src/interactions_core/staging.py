@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from .errors import ConcurrencyConflict
-from .model import Interaction
+from .model import Interaction, evolve
 from .ports import InteractionRepository, Outbox, OutgoingMail, UnitOfWork
 
 Loader = Callable[[str], Interaction | None]
@@ -35,7 +35,7 @@ class Staged:
         existing = self.get(interaction.id, load)
         if existing is not None:
             raise ConcurrencyConflict(interaction.id, 0, existing.version)
-        stored = interaction.model_copy(update={"version": 1})
+        stored = evolve(interaction, version=1)
         self.expected[interaction.id] = None
         self.rows[interaction.id] = stored
         return stored
@@ -48,7 +48,7 @@ class Staged:
                 raise ConcurrencyConflict(iid, interaction.version, staged.version)
         elif iid not in self.expected:
             self.expected[iid] = interaction.version
-        stored = interaction.model_copy(update={"version": interaction.version + 1})
+        stored = evolve(interaction, version=interaction.version + 1)
         self.rows[iid] = stored
         return stored
 
@@ -80,7 +80,8 @@ class StagedUnitOfWork(Generic[_N]):
         self.rollback()
 
     def rollback(self) -> None:
-        self._reset()
+        if self._rows or self._expected or self._notifications or self._mail:
+            self._reset()
 
 
 class TrackedRepository:

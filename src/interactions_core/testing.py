@@ -23,7 +23,7 @@ from .errors import ConcurrencyConflict, TooLarge
 from .ids import SystemClock
 from .ingest import Envelope
 from .lifecycle import WAITING_STATES
-from .model import EmailContent, Interaction
+from .model import EmailContent, Interaction, evolve
 from .outbox import RetryPolicy, drain_mail, drain_notifications
 from .ports import (
     TOPIC_INTERACTIONS,
@@ -87,12 +87,11 @@ class InMemoryStore:
         with self._lock:
             entry = self._mail.get(seq)
             if entry is not None:
-                self._mail[seq] = entry.model_copy(
-                    update={
-                        "attempts": entry.attempts + 1,
-                        "next_attempt_at": next_attempt_at,
-                        "last_error": error,
-                    }
+                self._mail[seq] = evolve(
+                    entry,
+                    attempts=entry.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    last_error=error,
                 )
 
     def mark_mail_failed(self, seq: int, error: str) -> None:

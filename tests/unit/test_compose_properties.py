@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 
 from email_reply_parser import EmailReplyParser
 from hypothesis import assume, given, settings
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from interactions_core.compose import (
     compose_reply,
+    format_date,
     forward_subject,
     quote_text,
     reply_recipients,
@@ -281,3 +283,54 @@ def test_compose_reply_never_raises(
         quote=quote,
     )
     assert draft.subject == reply_subject(draft.subject)
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def _quote_line_by_line(text: str, start_line: str | None, indent: str) -> str:
+    """The quoting rule written the obvious way: the oracle for the whole-string version."""
+    out = [start_line.replace("\r\n", "\n").replace("\r", "\n")] if start_line else []
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = body[:-1] if body.endswith("\n") else body
+    marker = indent.rstrip()
+    for line in body.split("\n") if text else []:
+        if not line:
+            out.append(marker)
+        elif marker == ">" and line.startswith(">"):
+            out.append(">" + line)
+        else:
+            out.append(indent + line)
+    return "\n".join(out) + "\n" if out else ""
+
+
+LINES = st.lists(
+    st.sampled_from(["", "x", ">", "> y", ">>z", " >w", "\\1", "é", "a b ", "\r"]), max_size=8
+)
+
+
+@SETTINGS
+@given(
+    LINES,
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from(["> ", ">", ">  ", "| ", "    ", "", "\\1 ", " > ", "> \n"]),
+    st.sampled_from([None, "", "On Monday, A wrote:"]),
+)
+def test_quote_text_is_the_line_by_line_rule(
+    lines: list[str], newline: str, indent: str, start_line: str | None
+) -> None:
+    text = newline.join(lines)
+    assert quote_text(text, start_line=start_line, indent=indent) == _quote_line_by_line(
+        text, start_line, indent
+    )
+
+
+@SETTINGS
+@given(
+    st.datetimes(timezones=st.timezones()),
+    st.integers(min_value=-1439, max_value=1439),
+)
+def test_format_date_is_what_email_utils_writes(value: datetime, minutes: int) -> None:
+    shifted = value.replace(tzinfo=timezone(timedelta(minutes=minutes)))
+    for candidate in (value, shifted, value.replace(tzinfo=None)):
+        assert format_date(candidate) == format_datetime(candidate)

@@ -17,6 +17,7 @@ from interactions_core.model import (
     EmailContent,
     Interaction,
     InteractionStateMessage,
+    evolve,
     format_address,
     render_message,
 )
@@ -102,6 +103,19 @@ def test_domain_records_are_immutable() -> None:
     i = Interaction(id="X", state="Queued")
     with pytest.raises(ValidationError, match="frozen"):
         i.state = "Accepted"
+
+
+def test_evolve_is_model_copy_and_refuses_unknown_fields() -> None:
+    i = Interaction(id="X", state="Queued", user_data={"a": 1})
+    changed = evolve(i, state="Accepted", owner="alice")
+    assert changed == i.model_copy(update={"state": "Accepted", "owner": "alice"})
+    assert changed.model_dump() == {**i.model_dump(), "state": "Accepted", "owner": "alice"}
+    assert i.state == "Queued" and i.owner is None  # the original is untouched
+    with pytest.raises(ValidationError, match="frozen"):
+        changed.state = "Completed"
+    with pytest.raises(TypeError, match="no field ownr"):
+        evolve(i, ownr="alice")
+    assert Interaction.model_validate_json(changed.model_dump_json()) == changed
 
 
 def test_interaction_round_trips_through_json_without_revalidating_addresses() -> None:

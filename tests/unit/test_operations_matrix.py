@@ -177,3 +177,30 @@ def test_notifications_carry_the_machines_capabilities(state: str) -> None:
     iid = make_in_state(h, state)
     shown = h.service.get_interaction("alice", iid)
     assert shown["capabilities"] == list(lifecycle.capabilities(state))
+
+
+def _through_transitions(trigger: str, state: str, outbound: bool, returning: bool) -> str | None:
+    holder = lifecycle._Holder(state, outbound, returning)
+    try:
+        done = lifecycle.MACHINE.events[trigger].trigger(holder)
+    except Exception:
+        return None
+    return holder.state if done else None
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_fire_agrees_with_the_machine_for_every_trigger(state: str) -> None:
+    """``fire`` answers bare internal transitions without running ``transitions``: it must say
+    exactly what running the trigger through the machine says, for every trigger and fact."""
+    assert lifecycle._INERT, "the machine has bare internal transitions (Reply, ReplyAll...)"
+    for trigger in lifecycle.MACHINE.events:
+        for outbound in (False, True):
+            for returning in (False, True):
+                expected = _through_transitions(trigger, state, outbound, returning)
+                try:
+                    got: str | None = lifecycle.fire(
+                        trigger, state, outbound=outbound, returning=returning
+                    )
+                except Exception:
+                    got = None
+                assert got == expected, (trigger, state, outbound, returning)
