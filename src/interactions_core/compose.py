@@ -16,13 +16,13 @@ import binascii
 import html as _html
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from .addresses import dedupe
-from .model import Address, EmailContent, evolve, format_address, format_addresses
+from .model import Address, EmailContent, build, format_address, format_addresses
 
 __all__ = [
     "DEFAULT_FORWARD_PREFIX",
@@ -208,7 +208,7 @@ _SPACE = re.compile(r"\s*")
 def _literal_prefix(prefix: str) -> re.Pattern[str] | None:
     """A matcher for a configured prefix that is not one of the known tokens ("Antwort: ")."""
     literal = prefix.strip()
-    if not literal:
+    if not literal or _PREFIX.fullmatch(literal):  # "Re:", "Fwd:": a known token already
         return None
     boundary = r"(?!\w)" if literal[-1].isalnum() else ""
     return re.compile(re.escape(literal) + boundary + r"\s*", re.IGNORECASE)
@@ -220,6 +220,8 @@ def _strip(subject: str, extra: re.Pattern[str] | None = None) -> tuple[str | No
     seen: set[str] = set()
     pos = 0
     while True:
+        if extra is None and not _could_strip(subject, pos):
+            break
         space = _SPACE.match(subject, pos)
         if space is not None:
             pos = space.end()
@@ -239,6 +241,13 @@ def _strip(subject: str, extra: re.Pattern[str] | None = None) -> tuple[str | No
             continue
         break
     return (" ".join(tags) if tags else None), subject[pos:].strip()
+
+
+def _could_strip(subject: str, pos: int) -> bool:
+    """Every token ends with a colon and every tag starts with "[": without one, stop."""
+    return (
+        subject.find(":", pos) >= 0 or subject.find("：", pos) >= 0 or subject.find("[", pos) >= 0
+    )
 
 
 def strip_subject(subject: str) -> tuple[str | None, str]:
@@ -276,8 +285,7 @@ def forward_subject(subject: str, prefix: str = DEFAULT_FORWARD_PREFIX) -> str:
 # --------------------------------------------------------------------------- recipients
 
 
-@dataclass(frozen=True, slots=True)
-class Recipients:
+class Recipients(NamedTuple):
     to: tuple[Address, ...]
     cc: tuple[Address, ...]
     bcc: tuple[Address, ...] = ()
@@ -322,6 +330,11 @@ def _follow_up(original: EmailContent, reply_all: bool, own: frozenset[str]) -> 
     return Recipients(to=_displays(to), cc=_displays(cc), bcc=_displays(bcc))
 
 
+@lru_cache(maxsize=1024)
+def _own_keys(own: frozenset[str]) -> frozenset[str]:
+    return frozenset(o.strip().casefold() for o in own)
+
+
 def reply_recipients(
     original: EmailContent, *, reply_all: bool, own: Collection[str]
 ) -> Recipients:
@@ -330,7 +343,7 @@ def reply_recipients(
     ``own`` holds the addr-specs of our mailbox(es), the agent and system addresses: they never
     appear in the result (compared case-insensitively, like Mutt and Thunderbird).
     """
-    own_keys = frozenset(o.strip().casefold() for o in own)
+    own_keys = _own_keys(own if isinstance(own, frozenset) else frozenset(own))
     if original.from_ is not None and original.from_.key in own_keys:
         return _follow_up(original, reply_all, own_keys)
 
@@ -360,6 +373,7 @@ def reply_recipients(
 # RFC 5322 §3.6.4 msg-id: "<" id-left "@" id-right ">". Parsed leniently (whitespace just inside
 # the brackets, obsolete forms) but an id must have an "@" and no whitespace.
 _BRACKETED_ID = re.compile(r"<\s*([^<>\s]+@[^<>\s]+)\s*>")
+_SIMPLE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _BARE_ID = re.compile(r"[^<>\s,;]+@[^<>\s,;]+")
 
 
@@ -367,6 +381,8 @@ def _msg_ids(value: str | None) -> list[str]:
     """The msg-ids in a header value, as "<...>"; phrases of pre-2822 mail are dropped."""
     if not value:
         return []
+    if _SIMPLE_ID.fullmatch(value):  # the usual case: exactly one well-formed "<left@right>"
+        return [value]
     if "<" in value or ">" in value:
         return ["<" + inner + ">" for inner in _BRACKETED_ID.findall(value)]
     return ["<" + token + ">" for token in _BARE_ID.findall(value)]
@@ -591,10 +607,6 @@ def forward_header_html(original: EmailContent) -> str:
 
 # --------------------------------------------------------------------------- drafts
 
-# Drafts are built from this empty record with ``evolve``: every value below comes from
-# validated records or from the typed functions above, so pydantic would only re-check them.
-_NO_EMAIL = EmailContent()
-
 
 def compose_reply(
     original: EmailContent,
@@ -613,7 +625,8 @@ def compose_reply(
     as one of our own addresses. The text starts with an empty line for the agent to type on,
     which also puts the blank line reply parsers need above the quote.
     """
-    recipients = reply_recipients(original, reply_all=reply_all, own=[*own, mailbox.key])
+    own = own | {mailbox.key} if isinstance(own, frozenset) else {*own, mailbox.key}
+    recipients = reply_recipients(original, reply_all=reply_all, own=own)
     in_reply_to, references = thread_headers(original)
     prefix = DEFAULT_REPLY_PREFIX if subject_prefix is None else subject_prefix
     text = html = ""
@@ -624,8 +637,8 @@ def compose_reply(
             html = quote_html(original.html, start_line=line)
         elif original.text:
             html = _blockquote(text_to_html(original.text), line)
-    return evolve(
-        _NO_EMAIL,
+    return build(
+        EmailContent,
         from_=mailbox,
         to=recipients.to,
         cc=recipients.cc,
@@ -664,8 +677,8 @@ def compose_forward(
             + forward_header_html(original)
             + _html_body(original.html)
         )
-    return evolve(
-        _NO_EMAIL,
+    return build(
+        EmailContent,
         from_=mailbox,
         to=to,
         cc=cc,

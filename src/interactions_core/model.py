@@ -15,9 +15,11 @@ storage is trusted and not re-validated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -50,6 +52,57 @@ def direction_of(subtype: str) -> Direction:
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _Record = TypeVar("_Record", bound=BaseModel)
 _set = object.__setattr__
+
+
+# Per record class: its static defaults, its default factories, and how many fields it has.
+_Defaults = tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], int]
+_DEFAULTS: dict[type[BaseModel], _Defaults] = {}
+
+
+def _defaults(cls: type[BaseModel]) -> _Defaults:
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        static: dict[str, Any] = {}
+        factories: list[tuple[str, Callable[[], Any]]] = []
+        for name, info in cls.model_fields.items():
+            if info.default_factory is not None:
+                factories.append((name, info.default_factory))  # type: ignore[arg-type]
+            elif not info.is_required():
+                try:
+                    hash(info.default)
+                except TypeError:  # a mutable default: each record gets its own copy
+                    factories.append((name, partial(copy.deepcopy, info.default)))
+                else:
+                    static[name] = info.default
+        found = _DEFAULTS[cls] = (static, tuple(factories), len(cls.model_fields))
+    return found
+
+
+def build(cls: type[_Record], **values: Any) -> _Record:
+    """A record from values that are already valid: ``model_construct`` at a fraction of its
+    cost (it deep-copies every default). For the service's own hot paths, where every value
+    comes from a validated record or a typed function; input from outside is validated.
+
+    Missing fields take their defaults; a missing required field or an unknown one is an error.
+    Static defaults are shared, which is safe because the domain records are frozen and their
+    defaults immutable (tuples, strings, frozen records).
+    """
+    static, factories, count = _defaults(cls)
+    data = {**static, **values}
+    for name, factory in factories:
+        if name not in values:
+            data[name] = factory()
+    if len(data) != count:
+        fields = cls.model_fields.keys()
+        unknown = sorted(values.keys() - fields)
+        missing = sorted(fields - data.keys())
+        raise TypeError(f"{cls.__name__}: unknown fields {unknown}, missing fields {missing}")
+    record = object.__new__(cls)
+    _set(record, "__dict__", data)
+    _set(record, "__pydantic_fields_set__", set(values))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
 
 
 def evolve(record: _Record, **changes: Any) -> _Record:

@@ -39,6 +39,7 @@ from .model import (
     InteractionView,
     Offer,
     SubType,
+    build,
     evolve,
 )
 from .operations import (
@@ -89,10 +90,6 @@ def safe_filename(name: str) -> str:
 
 
 _log = logging.getLogger(__name__)
-
-
-# New drafts are this empty record evolved (the service's values are already validated).
-_NO_INTERACTION = Interaction(id="", state=State.NEW)
 
 
 @lru_cache(maxsize=1024)
@@ -647,8 +644,8 @@ class InteractionService:
         interaction_type: str = "Email",
     ) -> Interaction:
         queue = self._queue(queue or self.config.draft_queue)
-        return evolve(
-            _NO_INTERACTION,
+        return build(
+            Interaction,
             id=self.ids.interaction_id(),
             state=lifecycle.fire("Compose", State.NEW),
             interaction_type=interaction_type,
@@ -662,7 +659,6 @@ class InteractionService:
             owner=agent.id,
             last_agent=agent.id,
             parent_id=parent.id if parent else None,
-            user_data={},
         )
 
     def _cancel(self, uow: UnitOfWork, agent: Agent, i: Interaction, op: Cancel) -> None:
@@ -721,7 +717,8 @@ class InteractionService:
             )
         )
         uow.outbox.add_mail(
-            OutgoingMail(
+            build(
+                OutgoingMail,
                 interaction_id=i.id,
                 mailbox=i.mailbox,
                 from_=email.from_,
@@ -1024,5 +1021,7 @@ class InteractionService:
         self, uow: UnitOfWork, agent_id: str, interaction: Interaction, state: str | None = None
     ) -> None:
         uow.outbox.add_notification(
-            Notification(agent_id=agent_id, payload=self.view_for(agent_id, interaction, state))
+            build(
+                Notification, agent_id=agent_id, payload=self.view_for(agent_id, interaction, state)
+            )
         )

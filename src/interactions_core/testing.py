@@ -23,7 +23,7 @@ from .errors import ConcurrencyConflict, TooLarge
 from .ids import SystemClock
 from .ingest import Envelope
 from .lifecycle import WAITING_STATES
-from .model import EmailContent, Interaction, evolve
+from .model import EmailContent, Interaction, build, evolve
 from .outbox import RetryPolicy, drain_mail, drain_notifications
 from .ports import (
     TOPIC_INTERACTIONS,
@@ -120,8 +120,8 @@ class InMemoryStore:
                 self._notifications[self._seq] = n  # its seq is stamped when read
             for m in mail:
                 self._seq += 1
-                self._mail[self._seq] = MailEntry(
-                    seq=self._seq, mail=m, queued_at=now, next_attempt_at=now
+                self._mail[self._seq] = build(
+                    MailEntry, seq=self._seq, mail=m, queued_at=now, next_attempt_at=now
                 )
 
     def _get(self, interaction_id: str) -> Interaction | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from interactions_core.model import (
     EmailContent,
     Interaction,
     InteractionStateMessage,
+    build,
     evolve,
     format_address,
     render_message,
@@ -116,6 +118,26 @@ def test_evolve_is_model_copy_and_refuses_unknown_fields() -> None:
     with pytest.raises(TypeError, match="no field ownr"):
         evolve(i, ownr="alice")
     assert Interaction.model_validate_json(changed.model_dump_json()) == changed
+
+
+def test_build_is_the_validated_record_without_the_validation() -> None:
+    values = {
+        "id": "X",
+        "state": "Queued",
+        "email": EmailContent(subject="s"),
+        "owner": "a",
+        "received_at": datetime(2026, 1, 5, tzinfo=UTC),
+    }
+    built = build(Interaction, **values)
+    assert built == Interaction(**values)
+    assert built.model_dump() == Interaction(**values).model_dump()
+    assert built.user_data == {} and built.user_data is not build(Interaction, **values).user_data
+    with pytest.raises(TypeError, match=r"missing fields \['state'\]"):
+        build(Interaction, id="X")
+    with pytest.raises(TypeError, match=r"unknown fields \['ownr'\]"):
+        build(Interaction, id="X", state="Queued", ownr="a")
+    with pytest.raises(ValidationError, match="frozen"):
+        built.state = "Accepted"
 
 
 def test_interaction_round_trips_through_json_without_revalidating_addresses() -> None:
