@@ -3,7 +3,9 @@
 Why one machine: ``Machine.add_model`` is O(models) and costs ~12 KB a model, and pydantic
 models cannot be ``transitions`` models. So the machine is built once, holds no models, and each
 operation fires a trigger on a throw-away ``_Holder`` carrying just the state (and the two facts
-the conditional transitions look at). Nothing is retained between calls.
+the conditional transitions look at). Nothing is retained between calls. A bare internal
+transition (Reply, ReplyAll...: no state change, no condition, no callback) is answered from the
+machine's definition without running the trigger; a test holds ``fire`` equal to the machine.
 
 Capabilities are *derived from the machine*: the agent triggers that leave the given state.
 There is no second hand-kept list; a test proves it for every state.
