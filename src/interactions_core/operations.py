@@ -297,11 +297,39 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def refuse_lone_surrogates(body: Any) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"), which decodes to a string that can be
+    neither stored nor sent as UTF-8 (RFC 8259 §8.2 leaves such text undefined): refuse it here,
+    at the edge, with the place it was found, rather than fail at commit."""
+    pending: list[tuple[str, Any]] = [("", body)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    # The path may hold the bad key itself: shown escaped, so the answer encodes.
+                    shown = (where or "body").encode("utf-8", "backslashreplace").decode()
+                    raise InvalidRequest(
+                        "The request holds text that is not valid Unicode",
+                        [f"{shown}: a lone UTF-16 surrogate (\\ud800-\\udfff escape)"],
+                    ) from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                pending.append((path, key))
+                pending.append((path, item))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
+
+
 def parse_operation(body: Any) -> Operation:
     """Parse a wire body (a dict as on the wire) into one operation, or raise ``InvalidRequest``
     listing every problem."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object with an operationName")
+    refuse_lone_surrogates(body)
     name = body.get("operationName")
     if name is None:
         raise InvalidRequest("Missing operationName", [f"one of: {', '.join(OPERATION_NAMES)}"])

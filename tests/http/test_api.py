@@ -167,6 +167,33 @@ def test_error_statuses(server: Server, client: TestClient) -> None:
     assert post(client, "/channels/email", {"operationName": "Fly"}).status_code == 400
 
 
+def test_text_json_cannot_carry_is_refused_at_the_edge(server: Server, client: TestClient) -> None:
+    """JSON can escape half a UTF-16 pair, and Python's parser reads NaN: neither can be stored,
+    mailed or sent back as JSON, so each is a 400 naming the field (a real pair is fine)."""
+    post(client, "/channels/email", {"operationName": "Ready"})
+    deliver(server)
+    iid = offered(client)
+    assert post(client, f"/interactions/{iid}", {"operationName": "Accept"}).status_code == 200
+    raw = b'{"operationName":"UpdateProperties","userData":{"note":"a\\ud800b"}}'
+    r = client.post(f"/api/v2/me/interactions/{iid}", content=raw, headers=basic("alice"))
+    assert r.status_code == 400, r.text
+    assert "userData.note: a lone UTF-16 surrogate" in str(r.json())
+    raw = b'{"operationName":"UpdateProperties","userData":{"\\udc80":"x"}}'
+    r = client.post(f"/api/v2/me/interactions/{iid}", content=raw, headers=basic("alice"))
+    assert r.status_code == 400, r.text
+    raw = b'{"operationName":"Ready","reason":["\\ud800"]}'
+    r = client.post("/api/v2/me/channels/email", content=raw, headers=basic("alice"))
+    assert r.status_code == 400 and "reason[0]" in str(r.json())
+    nan = b'{"operationName":"UpdateProperties","userData":{"n":NaN}}'
+    r = client.post(f"/api/v2/me/interactions/{iid}", content=nan, headers=basic("alice"))
+    assert r.status_code == 400 and "NaN is not a JSON number" in r.text
+    pair = b'{"operationName":"UpdateProperties","userData":{"note":"\\ud83d\\ude00"}}'
+    r = client.post(f"/api/v2/me/interactions/{iid}", content=pair, headers=basic("alice"))
+    assert r.status_code == 200, r.text
+    shown = client.get(f"/api/v2/me/interactions/{iid}", headers=basic("alice")).json()
+    assert "\N{GRINNING FACE}" in str(shown)
+
+
 def test_failed_logins_are_rate_limited(client: TestClient) -> None:
     for _ in range(3):
         assert client.get("/api/v2/me", headers=basic("alice", "nope")).status_code == 401

@@ -211,6 +211,20 @@ def test_send_refuses_header_injection_and_foreign_sender(h: Harness) -> None:
     assert h.sent_mail == []
 
 
+def test_text_that_cannot_be_utf8_is_refused_before_anything_changes(h: Harness) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    bad = h.execute(
+        "alice", draft, {"operationName": "Send", "email_object": {"text": "hi \udc80"}}
+    )
+    assert bad["status"] == "error"
+    assert "email_object.text: a lone UTF-16 surrogate" in bad["errorDescription"]
+    bad = h.execute("alice", iid, {"operationName": "UpdateProperties", "userData": {"a\ud800": 1}})
+    assert bad["status"] == "error" and "userData.a\\ud800" in bad["errorDescription"]
+    assert h.sent_mail == []
+
+
 def test_errors_are_clear(h: Harness) -> None:
     iid = invite(h)
     r = h.execute("alice", iid, {"operationName": "Dance"})

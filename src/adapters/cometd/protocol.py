@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any, Final
 
+from pydantic_core import to_json
+
 Message = dict[str, Any]
 """One Bayeux message: a JSON object with exactly one ``channel``."""
 
@@ -74,13 +76,14 @@ def parse_batch(body: bytes | str) -> list[Any]:
     raise BadPayload("a Bayeux payload is a JSON array of objects")
 
 
-def encode_text(messages: list[Message]) -> str:
-    """Serialise a reply batch (compact separators: replies are hot)."""
-    return json.dumps(messages, separators=(",", ":"), ensure_ascii=False)
-
-
 def encode(messages: list[Message]) -> bytes:
-    return encode_text(messages).encode()
+    """Serialise a reply batch: compact UTF-8 JSON by pydantic-core's serialiser (replies are
+    hot; it is several times faster than ``json.dumps`` here)."""
+    return to_json(messages)
+
+
+def encode_text(messages: list[Message]) -> str:
+    return encode(messages).decode()
 
 
 def is_valid_channel(name: object, *, allow_wildcard: bool) -> bool:

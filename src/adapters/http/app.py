@@ -26,7 +26,12 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
-from interactions_core.operations import CreateEmail, InteractionOperation, parse_operation
+from interactions_core.operations import (
+    CreateEmail,
+    InteractionOperation,
+    parse_operation,
+    refuse_lone_surrogates,
+)
 from interactions_core.routing import Router
 from interactions_core.service import InteractionService
 
@@ -156,6 +161,12 @@ class Api:
         self.max_attachment_bytes = max_attachment_bytes
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; RFC 8259 §6 has no such numbers, and a client
+    # receiving them back in a notification could not parse it.
+    raise ValueError(f"{constant} is not a JSON number (RFC 8259 §6)")
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, bounded in size and depth; ``InvalidRequest``/``TooLarge`` otherwise."""
     declared = request.headers.get("content-length")
@@ -172,11 +183,13 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body.strip():
         raise InvalidRequest("The request body must be a JSON object with an operationName")
     try:
-        return json.loads(body)
+        parsed = json.loads(body, parse_constant=_not_json)
     except RecursionError:
         raise InvalidRequest("Malformed JSON: nested too deeply") from None
     except ValueError as exc:
         raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
+    refuse_lone_surrogates(parsed)
+    return parsed
 
 
 def create_app(
