@@ -22,7 +22,15 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .addresses import dedupe
-from .model import Address, EmailContent, build, format_address, format_addresses
+from .model import (
+    Address,
+    Attachment,
+    EmailContent,
+    build,
+    format_address,
+    format_addresses,
+    inline_attachments,
+)
 
 __all__ = [
     "DEFAULT_FORWARD_PREFIX",
@@ -630,11 +638,15 @@ def compose_reply(
     in_reply_to, references = thread_headers(original)
     prefix = DEFAULT_REPLY_PREFIX if subject_prefix is None else subject_prefix
     text = html = ""
+    inline: tuple[Attachment, ...] = ()
     if quote:
         line = attribution_line(original) if start_line is None else start_line
         text = "\n" + quote_text(original.text, start_line=line, indent=indent or DEFAULT_INDENT)
         if original.html:
             html = quote_html(original.html, start_line=line)
+            # The quote still shows the original's inline images: they travel with the reply
+            # (as Thunderbird and Outlook do); its other attachments do not.
+            inline = inline_attachments(original.html, original.attachments)
         elif original.text:
             html = _blockquote(text_to_html(original.text), line)
     return build(
@@ -649,7 +661,7 @@ def compose_reply(
         message_id=None,
         in_reply_to=in_reply_to,
         references=references,
-        attachments=(),
+        attachments=inline,
     )
 
 

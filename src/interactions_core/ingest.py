@@ -43,7 +43,7 @@ from typing import Any, cast
 from .addresses import MAX_ADDRESS_LIST, addresses_from_header
 from .compose import decode_subject
 from .errors import InteractionsError, TooLarge
-from .model import Address, Attachment, EmailContent
+from .model import Address, Attachment, EmailContent, parse_content_id
 from .ports import AttachmentStore
 
 __all__ = [
@@ -402,14 +402,17 @@ class _PartInfo:
     disposition: str
     filename: str
     cte: str
+    content_id: str | None = None
 
 
 def _part_info(part: Message, problems: _Problems) -> _PartInfo:
-    raw_ct = raw_cd = raw_cte = None
+    raw_ct = raw_cd = raw_cte = raw_cid = None
     for name, value in part.raw_items():
         lname = name.lower()
         if lname == "content-type" and raw_ct is None:
             raw_ct = value
+        elif lname == "content-id" and raw_cid is None:
+            raw_cid = value
         elif lname == "content-disposition" and raw_cd is None:
             raw_cd = value
         elif lname == "content-transfer-encoding" and raw_cte is None:
@@ -435,7 +438,8 @@ def _part_info(part: Message, problems: _Problems) -> _PartInfo:
     if not filename:
         filename = params.get("name", "")
     cte = _clean(raw_cte, "Content-Transfer-Encoding", None).strip().lower() if raw_cte else ""
-    return _PartInfo(ctype, params, disposition, filename, cte)
+    content_id = parse_content_id(_clean(raw_cid, "Content-ID", problems)) if raw_cid else None
+    return _PartInfo(ctype, params, disposition, filename, cte, content_id)
 
 
 # --------------------------------------------------------------------------- payloads
@@ -946,8 +950,14 @@ class _Walker:
         except (TooLarge, ValueError) as exc:  # the store's size limit: noted, not fatal
             self.problems.add(f"attachment {name!r} not stored: {str(exc)[:200]}")
             return
+        cid = info.content_id
+        if cid is not None and any(a.content_id == cid for a in self.attachments):
+            self.problems.add(f"Content-ID <{cid}> used by two parts: kept on the first only")
+            cid = None
         self.attachments.append(
-            Attachment(id=content_id, name=name, size=len(data), mimetype=info.ctype)
+            Attachment(
+                id=content_id, name=name, size=len(data), mimetype=info.ctype, content_id=cid
+            )
         )
 
 

@@ -16,13 +16,22 @@ storage is trusted and not re-validated.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    model_serializer,
+)
 
 UserDataValue = str | int | float | bool
 UserData = dict[str, UserDataValue]
@@ -142,6 +151,8 @@ class Address(BaseModel):
 
 
 _SPECIALS = set('()<>[]:;@\\,."')
+# A cid: URL as an attribute value or in a CSS url(), up to a quote, space, ">" or ")".
+_CID_URL = re.compile(r"[\"'(=]\s*cid:([^\"'\s<>()]+)", re.IGNORECASE)
 
 
 def format_address(address: Address) -> str:
@@ -163,7 +174,11 @@ def format_addresses(addresses: Iterable[Address]) -> str:
 
 
 class Attachment(BaseModel):
-    """An attachment reference: the bytes live in the attachment store under ``id``."""
+    """An attachment reference: the bytes live in the attachment store under ``id``.
+
+    ``content_id`` is the part's MIME Content-ID without its angle brackets, when it has one:
+    the HTML body shows an inline image as ``<img src="cid:...">`` (RFC 2392).
+    """
 
     model_config = _FROZEN
 
@@ -171,6 +186,45 @@ class Attachment(BaseModel):
     name: str
     size: int
     mimetype: str
+    content_id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The seed's attachment object; ``contentId`` only when the part has one."""
+        info: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "mimetype": self.mimetype,
+        }
+        if self.content_id:
+            info["contentId"] = self.content_id
+        return info
+
+
+# RFC 2045 §7 / RFC 5322 §3.6.4: a Content-ID is a msg-id, "<" id-left "@" id-right ">";
+# senders also write it bare or without "@". Usable when it is one token of visible ASCII.
+_CONTENT_ID = re.compile(r"<?\s*([!-;=?-~]{1,250})\s*>?")
+
+
+def parse_content_id(value: str) -> str | None:
+    """The Content-ID in a header value, without its brackets; None when it is not usable."""
+    found = _CONTENT_ID.fullmatch(value.strip())
+    return found.group(1) if found else None
+
+
+def cid_references(html: str) -> frozenset[str]:
+    """The Content-IDs an HTML body refers to with ``cid:`` URLs (RFC 2392; URL-decoded)."""
+    if "cid:" not in html.lower():
+        return frozenset()
+    return frozenset(unquote(found) for found in _CID_URL.findall(html))
+
+
+def inline_attachments(html: str, attachments: Iterable[Attachment]) -> tuple[Attachment, ...]:
+    """The attachments that ``html`` shows inline (its ``cid:`` references), in their order."""
+    referenced = cid_references(html)
+    if not referenced:
+        return ()
+    return tuple(a for a in attachments if a.content_id and a.content_id in referenced)
 
 
 class EmailContent(BaseModel):
@@ -264,6 +318,15 @@ class AttachmentInfo(_Wire):
     name: str
     size: int
     mimetype: str
+    # Beyond the seed, and only present when the part has one: what ``cid:`` URLs refer to.
+    content_id: str | None = Field(None, alias="contentId")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_content_id(self, write: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = write(self)
+        if data.get("contentId") is None:
+            data.pop("contentId", None)
+        return data
 
 
 class EmailObject(_Wire):
@@ -353,10 +416,7 @@ def render_message(
             "StructuredTextMimeType": e.html_mime_type,
             "TheComment": interaction.comment,
             "ContactID": interaction.contact_id,
-            "attachments": [
-                {"id": a.id, "name": a.name, "size": a.size, "mimetype": a.mimetype}
-                for a in e.attachments
-            ],
+            "attachments": [a.to_wire() for a in e.attachments],
             "ReplyToAddress": format_addresses(e.reply_to),
             "BCCAddresses": format_addresses(e.bcc),
             "MessageId": e.message_id or "",

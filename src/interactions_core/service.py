@@ -41,6 +41,7 @@ from .model import (
     SubType,
     build,
     evolve,
+    parse_content_id,
 )
 from .operations import (
     Accept,
@@ -295,10 +296,28 @@ class InteractionService:
     # ------------------------------------------------------------------ attachments
 
     def add_attachment(
-        self, agent_id: str, interaction_id: str, name: str, mimetype: str, data: bytes
+        self,
+        agent_id: str,
+        interaction_id: str,
+        name: str,
+        mimetype: str,
+        data: bytes,
+        content_id: str | None = None,
     ) -> Attachment:
-        """Upload an attachment to a draft the agent owns (``LinkAttachment`` allowed now)."""
+        """Upload an attachment to a draft the agent owns (``LinkAttachment`` allowed now).
+
+        With ``content_id``, the draft's HTML can show it inline as ``<img src="cid:...">``
+        (it is sent in a multipart/related beside the HTML when the HTML refers to it).
+        """
         agent = self._agent(agent_id)
+        cid = None
+        if content_id:
+            cid = parse_content_id(content_id)
+            if cid is None:
+                raise InvalidRequest(
+                    "contentId must be one token of visible ASCII (no spaces, < or >), "
+                    "at most 250 characters"
+                )
         clean_name = safe_filename(name)
         clean_type = mimetype.strip().lower() if _MIME_TYPE.fullmatch(mimetype.strip()) else ""
         content_id = self.attachments.put(data)  # content-addressed: idempotent, outside the UoW
@@ -307,13 +326,16 @@ class InteractionService:
             name=clean_name,
             size=len(data),
             mimetype=clean_type or "application/octet-stream",
+            content_id=cid,
         )
 
         def run(uow: UnitOfWork) -> Attachment:
             i = self._load_visible(uow, agent, interaction_id)
             self._check_allowed(agent, i, "LinkAttachment")
-            if any(a.id == content_id for a in i.email.attachments):
+            if any(a.id == content_id and a.content_id == cid for a in i.email.attachments):
                 return attachment
+            if cid is not None and any(a.content_id == cid for a in i.email.attachments):
+                raise Refused(f"The draft already has an attachment with contentId {cid!r}")
             email = evolve(i.email, attachments=(*i.email.attachments, attachment))
             changed = uow.interactions.update(evolve(i, email=email))
             self._notify(uow, agent.id, changed)

@@ -257,6 +257,19 @@ def test_attachments(server: Server, client: TestClient) -> None:
     assert client.delete(f"{url}/{doc}", headers=basic("alice")).json() == {"status": "ok"}
     assert client.get(f"{url}/{doc}", headers=basic("alice")).status_code == 404
 
+    # An inline image for the draft's HTML: its contentId is on the wire; a bad one is a 400.
+    image = {"attachment": ("shot.png", b"\x89PNG", "image/png")}
+    r = client.post(url, files=image, data={"contentId": "<shot1@ui>"}, headers=basic("alice"))
+    assert r.status_code == 200, r.text
+    assert r.json()["attachment"]["contentId"] == "shot1@ui"
+    shown = client.get(f"/api/v2/me/interactions/{draft}", headers=basic("alice")).json()
+    assert shown["interaction"]["email_object"]["attachments"][-1]["contentId"] == "shot1@ui"
+    r = client.post(url, files=image, data={"contentId": "two words"}, headers=basic("alice"))
+    assert r.status_code == 400 and "contentId" in r.json()["errorDescription"]
+    other = {"attachment": ("other.png", b"\x89PNG2", "image/png")}
+    r = client.post(url, files=other, data={"contentId": "shot1@ui"}, headers=basic("alice"))
+    assert r.status_code == 409, r.text
+
 
 def test_attachment_size_limit(tmp_path: Path) -> None:
     server = make_server(tmp_path, max_attachment_bytes=2048)

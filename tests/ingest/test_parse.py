@@ -242,7 +242,41 @@ def test_inline_image_with_content_id_is_an_attachment() -> None:
     html_part.add_related(b"\x89PNG", maintype="image", subtype="png", cid="<logo>")
     e = parse(m.as_bytes()).email
     assert [a.mimetype for a in e.attachments] == ["image/png"]
+    assert [a.content_id for a in e.attachments] == ["logo"]  # RFC 2392: without the brackets
     assert e.html.startswith("<p><img")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("<part1.A9@example.org>", "part1.A9@example.org"),
+        ("part1.A9@example.org", "part1.A9@example.org"),  # bare, as some senders write it
+        ("  < image001.png@01D9 >  ", "image001.png@01D9"),
+        ("<two words@x>", None),  # not one token: no usable Content-ID
+        ("<a<b@x>", None),
+        ("<" + "x" * 300 + ">", None),
+        ("<ünï@x>", None),
+    ],
+)
+def test_content_id_kept_when_it_is_one_visible_token(header: str, expected: str | None) -> None:
+    raw = mail(
+        'Content-Type: multipart/mixed; boundary="b"\r\nMIME-Version: 1.0\r\n',
+        "--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        f"--b\r\nContent-Type: image/png\r\nContent-ID: {header}\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\niVBORw==\r\n--b--\r\n",
+    )
+    (image,) = parse(raw).email.attachments
+    assert image.content_id == expected
+
+
+def test_a_content_id_used_twice_stays_on_the_first_part() -> None:
+    m = build(text="t\n", html='<img src="cid:x">')
+    html_part = m.get_payload()[1]
+    html_part.add_related(b"one", maintype="image", subtype="png", cid="<x>")
+    html_part.add_related(b"two", maintype="image", subtype="png", cid="<x>")
+    result = parse(m.as_bytes())
+    assert [a.content_id for a in result.email.attachments] == ["x", None]
+    assert any("Content-ID <x> used by two parts" in p for p in result.problems)
 
 
 def test_store_size_error_is_noted() -> None:

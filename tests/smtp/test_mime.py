@@ -158,3 +158,25 @@ def test_invalid_message_id_refused() -> None:
 def test_no_recipient_refused() -> None:
     with pytest.raises(MimeError, match="no recipient"):
         build_message(BASE.model_copy(update={"to": (), "bcc": ()}))
+
+
+def test_inline_images_go_beside_the_html_in_multipart_related() -> None:
+    logo = Attachment(id="l", name="logo.png", size=3, mimetype="image/png", content_id="logo@x")
+    bad = Attachment(id="b", name="b.png", size=3, mimetype="image/png", content_id="a b")
+    unused = Attachment(id="u", name="u.png", size=3, mimetype="image/png", content_id="u@x")
+    blobs = {"l": b"PNG", "b": b"BAD", "u": b"UNU"}
+    html = '<p><img src="cid:logo@x"><img src="cid:a b"></p>'
+    mail = BASE.model_copy(update={"text": "", "html": html, "attachments": (logo, bad, unused)})
+    msg = message_from_bytes(build_message(mail, blobs.__getitem__).data, policy=policy.default)
+    # HTML only: the related part is the body; the rest are ordinary attachments.
+    assert msg.get_content_type() == "multipart/mixed"
+    related = msg.get_payload()[0]
+    assert related.get_content_type() == "multipart/related"
+    assert related.get_param("type") == "text/html"
+    root, image = related.get_payload()
+    assert root.get_content_type() == "text/html"
+    assert (image["Content-ID"], image.get_content_disposition()) == ("<logo@x>", "inline")
+    assert image.get_content() == b"PNG"
+    # A Content-ID that cannot be written ("a b") and an unreferenced one are attachments.
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["b.png", "u.png"]
+    assert b"<a b>" not in build_message(mail, blobs.__getitem__).data

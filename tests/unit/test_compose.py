@@ -603,6 +603,23 @@ def test_compose_reply_is_recognised_by_reply_parser() -> None:
     assert EmailReplyParser.parse_reply(body) == "It ships today.\n\nRegards\nAlice"
 
 
+def test_a_quoted_reply_carries_the_inline_images_its_quote_shows() -> None:
+    logo = Attachment(id="l", name="logo.png", size=1, mimetype="image/png", content_id="logo@x")
+    unused = Attachment(id="u", name="u.png", size=1, mimetype="image/png", content_id="gone@x")
+    invoice = Attachment(id="i", name="invoice.pdf", size=1, mimetype="application/pdf")
+    original = inbound(
+        html='<p>Hi</p><img src="cid:logo%40x">', attachments=(invoice, logo, unused)
+    )
+    quoted = compose_reply(original, mailbox=SUPPORT, own=OWN, reply_all=True, quote=True)
+    assert quoted.attachments == (logo,)  # referenced (URL-decoded); the rest stay behind
+    assert 'src="cid:logo%40x"' in quoted.html
+    bare = compose_reply(original, mailbox=SUPPORT, own=OWN, reply_all=True, quote=False)
+    assert bare.attachments == ()
+    text_only = inbound(text="cid:logo@x", html="", attachments=(logo,))
+    draft = compose_reply(text_only, mailbox=SUPPORT, own=OWN, reply_all=False, quote=True)
+    assert draft.attachments == ()
+
+
 def test_compose_forward() -> None:
     attachment = Attachment(id="att-1", name="invoice.pdf", size=10, mimetype="application/pdf")
     original = inbound(

@@ -19,6 +19,7 @@ from interactions_core.model import (
     Interaction,
     InteractionStateMessage,
     build,
+    cid_references,
     evolve,
     format_address,
     render_message,
@@ -88,7 +89,10 @@ def test_fast_renderer_is_exactly_the_pydantic_wire_form() -> None:
             subject="Ünïcode",
             message_id="<m@x>",
             references=("<a@x>", "<m@x>"),
-            attachments=(Attachment(id="a", name="n", size=1, mimetype="text/plain"),),
+            attachments=(
+                Attachment(id="a", name="n", size=1, mimetype="text/plain"),
+                Attachment(id="b", name="i.png", size=1, mimetype="image/png", content_id="i@x"),
+            ),
         ),
         user_data={"k": 1, "b": True},
         current_queue="Q",
@@ -99,6 +103,45 @@ def test_fast_renderer_is_exactly_the_pydantic_wire_form() -> None:
     assert InteractionStateMessage.model_validate(rendered).to_wire() == rendered
     assert rendered["email_object"]["FromAddress"] == '"Doe, Jane" <c@example.org>'
     assert rendered["email_object"]["CCAddresses"] == "Jörg Ümlaut <x@example.org>"
+
+
+def test_attachments_name_their_content_id_only_when_they_have_one() -> None:
+    plain, inline = render_message(
+        Interaction(
+            id="X",
+            state="Accepted",
+            email=EmailContent(
+                attachments=(
+                    Attachment(id="a", name="n.pdf", size=1, mimetype="application/pdf"),
+                    Attachment(id="b", name="i.png", size=2, mimetype="image/png", content_id="c"),
+                )
+            ),
+        ),
+        (),
+    )["email_object"]["attachments"]
+    assert plain == {"id": "a", "name": "n.pdf", "size": 1, "mimetype": "application/pdf"}
+    assert inline == {
+        "id": "b",
+        "name": "i.png",
+        "size": 2,
+        "mimetype": "image/png",
+        "contentId": "c",
+    }
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ('<img src="cid:a@x">', {"a@x"}),
+        ("<img src='CID:b%40x' alt=x>", {"b@x"}),
+        ('<td style="background: url(cid:bg)">', {"bg"}),
+        ("<img src=cid:bare>", {"bare"}),
+        ("<p>write to cid:not-a-reference</p>", set()),
+        ("<p>no images</p>", set()),
+    ],
+)
+def test_cid_references(html: str, expected: set[str]) -> None:
+    assert cid_references(html) == expected
 
 
 def test_domain_records_are_immutable() -> None:

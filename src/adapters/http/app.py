@@ -18,7 +18,7 @@ from http.cookies import SimpleCookie
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from starlette.datastructures import MutableHeaders
@@ -305,9 +305,14 @@ def create_app(
         responses=ok_doc,
         response_model=None,
         summary="Upload an attachment (multipart form field 'attachment') to a draft",
+        description="With the optional form field 'contentId', the draft's HTML can show the "
+        'upload inline as <img src="cid:...">: it is sent beside the HTML (multipart/related).',
     )
     async def upload_attachment(
-        interaction_id: str, request: Request, attachment: Annotated[UploadFile, File()]
+        interaction_id: str,
+        request: Request,
+        attachment: Annotated[UploadFile, File()],
+        content_id: Annotated[str | None, Form(alias="contentId", max_length=1000)] = None,
     ) -> Response:
         try:
             data = await attachment.read(api.max_attachment_bytes + 1)
@@ -320,12 +325,11 @@ def create_app(
                 attachment.filename or "attachment",
                 attachment.content_type or "application/octet-stream",
                 data,
+                content_id,
             )
         except InteractionsError as exc:
             return from_domain(exc)
-        return JSONResponse(
-            {"status": "ok", "documentId": added.id, "attachment": added.model_dump()}
-        )
+        return JSONResponse({"status": "ok", "documentId": added.id, "attachment": added.to_wire()})
 
     @app.get(
         API + "/me/interactions/{interaction_id}/attachments/{attachment_id}",

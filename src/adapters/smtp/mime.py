@@ -31,7 +31,7 @@ from email.utils import format_datetime
 
 import idna
 
-from interactions_core.model import Address, Attachment
+from interactions_core.model import Address, Attachment, inline_attachments, parse_content_id
 from interactions_core.ports import AttachmentStore, OutgoingMail
 
 __all__ = [
@@ -183,17 +183,47 @@ def _set_body(msg: EmailMessage, text: str, html: str) -> None:
         msg.set_content(text, charset="utf-8", cte=cte(text))
 
 
-def _attach(msg: EmailMessage, attachment: Attachment, data: bytes) -> None:
-    name = _refuse_breaks("attachment name", attachment.name)
+def _part_type(attachment: Attachment) -> tuple[str, str]:
     mimetype = _refuse_breaks("attachment type", attachment.mimetype).split(";")[0].strip()
     maintype, _, subtype = mimetype.lower().partition("/")
     if not (_TOKEN.fullmatch(maintype) and _TOKEN.fullmatch(subtype)):
-        maintype, subtype = "application", "octet-stream"
+        return "application", "octet-stream"
     if maintype in ("multipart", "message"):
         # Never base64 a message/* or multipart/* body (RFC 2046): ship the bytes opaque.
-        maintype, subtype = "application", "octet-stream"
+        return "application", "octet-stream"
+    return maintype, subtype
+
+
+def _attach(msg: EmailMessage, attachment: Attachment, data: bytes) -> None:
+    name = _refuse_breaks("attachment name", attachment.name)
+    maintype, subtype = _part_type(attachment)
     # stdlib writes a non-ASCII filename as RFC 2231 ``filename*=utf-8''...``.
     msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name or None)
+
+
+def _inline(mail: OutgoingMail) -> tuple[Attachment, ...]:
+    """The attachments the HTML shows through ``cid:`` URLs and whose Content-ID can be written
+    (one token of visible ASCII, as ingestion keeps them)."""
+    if not mail.html:
+        return ()
+    return tuple(
+        a
+        for a in inline_attachments(mail.html, mail.attachments)
+        if a.content_id and parse_content_id(a.content_id) == a.content_id
+    )
+
+
+def _relate(html_part: EmailMessage, attachment: Attachment, data: bytes) -> None:
+    """RFC 2387: the image beside the HTML in its multipart/related, under its Content-ID."""
+    maintype, subtype = _part_type(attachment)
+    html_part.add_related(
+        data,
+        maintype=maintype,
+        subtype=subtype,
+        cid=f"<{attachment.content_id}>",
+        disposition="inline",
+        filename=_refuse_breaks("attachment name", attachment.name) or None,
+    )
 
 
 def _attachment_bytes(source: AttachmentSource | None, attachment: Attachment) -> bytes:
@@ -269,8 +299,16 @@ def _build(mail: OutgoingMail, attachments: AttachmentSource | None) -> BuiltMes
         msg["References"] = " ".join(references)
 
     _set_body(msg, mail.text, mail.html)
+    inline = _inline(mail)
+    if inline:
+        html_part = msg.get_body(("html",))
+        assert isinstance(html_part, EmailMessage)  # _set_body just wrote it
+        for attachment in inline:
+            _relate(html_part, attachment, _attachment_bytes(attachments, attachment))
+        html_part.set_param("type", "text/html")  # RFC 2387 §3.1: the root part's type
     for attachment in mail.attachments:
-        _attach(msg, attachment, _attachment_bytes(attachments, attachment))
+        if attachment not in inline:
+            _attach(msg, attachment, _attachment_bytes(attachments, attachment))
 
     for part in msg.walk():
         if part is not msg:
