@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote
 
 from pydantic import (
@@ -75,7 +75,12 @@ def _defaults(cls: type[BaseModel]) -> _Defaults:
         factories: list[tuple[str, Callable[[], Any]]] = []
         for name, info in cls.model_fields.items():
             if info.default_factory is not None:
-                factories.append((name, info.default_factory))  # type: ignore[arg-type]
+                if info.default_factory_takes_validated_data:
+                    raise TypeError(
+                        f"build() cannot fill {cls.__name__}.{name}: its default "
+                        "factory reads other fields"
+                    )
+                factories.append((name, cast(Callable[[], Any], info.default_factory)))
             elif not info.is_required():
                 try:
                     hash(info.default)

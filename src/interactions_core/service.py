@@ -39,6 +39,7 @@ from .model import (
     InteractionView,
     Offer,
     SubType,
+    UserData,
     build,
     evolve,
     parse_content_id,
@@ -91,6 +92,12 @@ def safe_filename(name: str) -> str:
 
 
 _log = logging.getLogger(__name__)
+
+
+def _without(user_data: UserData, key: str) -> UserData:
+    if key not in user_data:
+        return user_data  # records are immutable: the same dict may be shared
+    return {k: v for k, v in user_data.items() if k != key}
 
 
 @lru_cache(maxsize=1024)
@@ -734,7 +741,7 @@ class InteractionService:
                 owner=None,
                 last_agent=agent.id,
                 # A failed earlier attempt is history once the agent sends again.
-                user_data={k: v for k, v in i.user_data.items() if k != "DeliveryError"},
+                user_data=_without(i.user_data, "DeliveryError"),
                 **self._moved(i, queue),
             )
         )

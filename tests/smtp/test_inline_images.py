@@ -58,8 +58,12 @@ async def send_all(h: Harness, sink: Sink, count: int) -> list[EmailMessage]:
     return [got.message for got in sink.received]
 
 
-def image_parts(msg: EmailMessage) -> list[EmailMessage]:
-    return [p for p in msg.walk() if p.get_content_type() == "image/png"]  # type: ignore[misc]
+def parts_of_type(msg: EmailMessage, content_type: str) -> list[EmailMessage]:
+    return [
+        p
+        for p in msg.walk()
+        if isinstance(p, EmailMessage) and p.get_content_type() == content_type
+    ]
 
 
 async def test_inline_images_survive_ingest_reply_and_forward(harness: Harness, sink: Sink) -> None:
@@ -100,9 +104,9 @@ async def test_inline_images_survive_ingest_reply_and_forward(harness: Harness, 
     for msg in (replied, forwarded):
         html = msg.get_body(("html",))
         assert html is not None and 'src="cid:photo.1@example.org"' in html.get_content()
-        related = [p for p in msg.walk() if p.get_content_type() == "multipart/related"]
+        related = parts_of_type(msg, "multipart/related")
         assert len(related) == 1 and related[0].get_param("type") == "text/html"
-        (image,) = image_parts(related[0])  # type: ignore[arg-type]
+        (image,) = parts_of_type(related[0], "image/png")
         assert image["Content-ID"] == "<photo.1@example.org>"
         assert image.get_content_disposition() == "inline"
         assert image.get_content() == PNG
