@@ -92,11 +92,15 @@ def addresses_from_header(header: object) -> tuple[Address, ...]:
 
 def dedupe(addresses: Iterable[Address], exclude: Iterable[str] = ()) -> tuple[Address, ...]:
     """Keep the first of each address (case-insensitive), minus the excluded keys."""
-    seen = {e.casefold() for e in exclude}
+    return unseen(addresses, {e.casefold() for e in exclude})
+
+
+def unseen(addresses: Iterable[Address], seen: set[str]) -> tuple[Address, ...]:
+    """``dedupe`` against keys already casefolded; ``seen`` gains the keys it keeps."""
     out: list[Address] = []
     for a in addresses:
-        if a.key in seen:
-            continue
-        seen.add(a.key)
-        out.append(a)
+        key = a.addr.casefold()
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
     return tuple(out)

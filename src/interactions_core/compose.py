@@ -21,7 +21,7 @@ from email.utils import format_datetime
 from functools import lru_cache
 from typing import NamedTuple
 
-from .addresses import dedupe
+from .addresses import dedupe, unseen
 from .model import (
     Address,
     Attachment,
@@ -308,21 +308,10 @@ def _reply_target(original: EmailContent, exclude: frozenset[str]) -> tuple[Addr
     author = (original.from_,) if original.from_ is not None else ()
     for candidate in (original.mail_reply_to, original.reply_to, author):
         if candidate:
-            kept = _unseen(candidate, set(exclude))
+            kept = unseen(candidate, set(exclude))
             if kept:
                 return kept
     return ()
-
-
-def _unseen(addresses: Iterable[Address], seen: set[str]) -> tuple[Address, ...]:
-    """``dedupe`` for keys already normalised; ``seen`` is updated with what is kept."""
-    out: list[Address] = []
-    for a in addresses:
-        key = a.addr.casefold()
-        if key not in seen:
-            seen.add(key)
-            out.append(a)
-    return tuple(out)
 
 
 def _follow_up(original: EmailContent, reply_all: bool, own: frozenset[str]) -> Recipients:
@@ -370,7 +359,7 @@ def reply_recipients(
     seen = set(own_keys)
     seen.update(a.addr.casefold() for a in original.bcc)
     seen.update(a.addr.casefold() for a in to)
-    cc = _unseen(original.to + original.cc, seen)
+    cc = unseen(original.to + original.cc, seen)
     if not to and cc:
         to, cc = cc[:1], cc[1:]
     return Recipients(to=_displays(to), cc=_displays(cc))

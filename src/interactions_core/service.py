@@ -327,9 +327,9 @@ class InteractionService:
                 )
         clean_name = safe_filename(name)
         clean_type = mimetype.strip().lower() if _MIME_TYPE.fullmatch(mimetype.strip()) else ""
-        content_id = self.attachments.put(data)  # content-addressed: idempotent, outside the UoW
+        stored = self.attachments.put(data)  # content-addressed: idempotent, outside the UoW
         attachment = Attachment(
-            id=content_id,
+            id=stored,
             name=clean_name,
             size=len(data),
             mimetype=clean_type or "application/octet-stream",
@@ -339,7 +339,7 @@ class InteractionService:
         def run(uow: UnitOfWork) -> Attachment:
             i = self._load_visible(uow, agent, interaction_id)
             self._check_allowed(agent, i, "LinkAttachment")
-            if any(a.id == content_id and a.content_id == cid for a in i.email.attachments):
+            if any(a.id == stored and a.content_id == cid for a in i.email.attachments):
                 return attachment
             if cid is not None and any(a.content_id == cid for a in i.email.attachments):
                 raise Refused(f"The draft already has an attachment with contentId {cid!r}")
