@@ -124,6 +124,15 @@ class InteractionRepository(Protocol):
         """
         ...
 
+    def expect(self, interaction: Interaction) -> None:
+        """Commit only if ``interaction`` is still stored at its version, without writing it.
+
+        For a transaction that depends on an interaction it does not change (a reply depends
+        on its parent's state): a concurrent change of it makes the commit raise
+        ``ConcurrencyConflict``, while the interaction itself keeps its version.
+        """
+        ...
+
     def for_agent(self, agent_id: str) -> list[Interaction]:
         """Interactions owned by, or offered to, ``agent_id``, ordered by (received_at, id)."""
         ...

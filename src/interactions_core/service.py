@@ -652,8 +652,9 @@ class InteractionService:
         subtype: str,
         queue: str | None,
     ) -> str:
-        # Touch the parent: a concurrent Transfer/StopProcessing of it conflicts with this reply.
-        uow.interactions.update(parent)
+        # The reply depends on the parent's state: a concurrent Transfer or StopProcessing of it
+        # makes this commit conflict (and the retry sees the new state), without a write.
+        uow.interactions.expect(parent)
         draft = self._new_draft(
             agent, email, mailbox=parent.mailbox, subtype=subtype, queue=queue, parent=parent
         )

@@ -40,6 +40,15 @@ class Staged:
         self.rows[interaction.id] = stored
         return stored
 
+    def expect(self, interaction: Interaction) -> None:
+        iid = interaction.id
+        staged = self.rows.get(iid)
+        if staged is not None:
+            if staged.version != interaction.version:
+                raise ConcurrencyConflict(iid, interaction.version, staged.version)
+        elif iid not in self.expected:
+            self.expected[iid] = interaction.version
+
     def update(self, interaction: Interaction) -> Interaction:
         iid = interaction.id
         staged = self.rows.get(iid)
@@ -103,6 +112,9 @@ class TrackedRepository:
         stored = self._inner.update(interaction)
         self._changed[stored.id] = stored
         return stored
+
+    def expect(self, interaction: Interaction) -> None:
+        self._inner.expect(interaction)
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
         return self._inner.for_agent(agent_id)

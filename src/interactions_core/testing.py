@@ -148,6 +148,9 @@ class _Repository:
     def update(self, interaction: Interaction) -> Interaction:
         return self._uow._staged.update(interaction)
 
+    def expect(self, interaction: Interaction) -> None:
+        self._uow._staged.expect(interaction)
+
     def _visible_rows(self) -> list[Interaction]:
         merged = {i.id: i for i in self._uow._store._all()}
         merged.update(self._uow._rows)

@@ -316,6 +316,52 @@ class StoreContract(ABC):
         assert stored.user_data["count"] == workers * rounds
         assert stored.version == 1 + workers * rounds
 
+    def test_expect_commits_when_unchanged_and_keeps_the_version(self) -> None:
+        self.add(interaction("P"), interaction("I1"))
+        with self.store.unit_of_work() as uow:
+            parent, other = uow.interactions.get("P"), uow.interactions.get("I1")
+            assert parent is not None and other is not None
+            uow.interactions.expect(parent)
+            uow.interactions.update(other.model_copy(update={"comment": "depends on P"}))
+            uow.commit()
+        stored, dependent = self.get("P"), self.get("I1")
+        assert stored is not None and stored.version == 1  # read, never written
+        assert dependent is not None and dependent.comment == "depends on P"
+
+    def test_expect_conflicts_when_changed_concurrently_and_writes_nothing(self) -> None:
+        self.add(interaction("P"), interaction("I1"))
+        slow = self.store.unit_of_work()
+        parent, other = slow.interactions.get("P"), slow.interactions.get("I1")
+        assert parent is not None and other is not None
+        self.change("P", comment="transferred meanwhile")
+        with pytest.raises(ConcurrencyConflict) as caught:
+            slow.interactions.expect(parent)
+            slow.interactions.update(other.model_copy(update={"comment": "lost?"}))
+            slow.outbox.add_notification(note("alice", "never"))
+            slow.commit()
+        slow.rollback()
+        assert (caught.value.interaction_id, caught.value.expected, caught.value.actual) == (
+            "P",
+            1,
+            2,
+        )
+        untouched = self.get("I1")
+        assert untouched is not None and (untouched.comment, untouched.version) == ("", 1)
+        assert self.store.pending_notifications() == []
+
+    def test_expect_agrees_with_the_unit_of_works_own_writes(self) -> None:
+        self.add(interaction("P"))
+        with self.store.unit_of_work() as uow:
+            loaded = uow.interactions.get("P")
+            assert loaded is not None
+            changed = uow.interactions.update(loaded.model_copy(update={"comment": "x"}))
+            uow.interactions.expect(changed)  # the staged version: fine
+            with pytest.raises(ConcurrencyConflict):
+                uow.interactions.expect(loaded)  # the version it replaced: stale
+            uow.rollback()
+        stored = self.get("P")
+        assert stored is not None and stored.version == 1
+
     def test_update_of_an_unknown_interaction_conflicts(self) -> None:
         with self.store.unit_of_work() as uow, pytest.raises(ConcurrencyConflict) as caught:
             uow.interactions.update(interaction("ghost", version=1))
@@ -705,6 +751,8 @@ class StoreContract(ABC):
             draft = uow.interactions.get(draft_id)
             assert draft is not None and (draft.state, draft.version) == ("Sent", 2)
             assert draft.parent_id == inbound.id and draft.email.subject == "Re: Help"
+            parent = uow.interactions.get(inbound.id)
+            assert parent is not None and parent.version == 3  # the reply did not rewrite it
         listed = service.list_interactions("alice")
         assert [m["id"] for m in listed] == [inbound.id]
 

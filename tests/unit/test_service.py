@@ -438,6 +438,35 @@ def test_two_agents_racing_on_one_offer_exactly_one_wins(h: Harness) -> None:
     assert h.interaction(iid).owner == "alice"
 
 
+def test_a_transfer_committed_during_a_reply_wins_and_the_reply_is_refused(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply only *expects* its parent's version; a Transfer committed meanwhile makes the
+    reply's commit conflict, and its retry sees the parent gone: no orphan draft is left."""
+    from interactions_core import compose
+
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    real = compose.compose_reply
+    calls = []
+
+    def compose_while_transferred(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # another request, committed between load and commit
+            queue = {"operationName": "Transfer", "queueName": "Billing"}
+            assert h.service.execute_wire("alice", iid, queue) == {"status": "ok"}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compose, "compose_reply", compose_while_transferred)
+    refused = h.service.execute_wire("alice", iid, {"operationName": "ReplyAll"})
+    assert refused["status"] == "error" and "Transferred" in refused["errorDescription"]
+    assert len(calls) == 1  # the retry stopped at the lifecycle check
+    parent = h.interaction(iid)
+    assert parent.state == "Transferred"
+    with h.store.unit_of_work() as uow:
+        assert [i.id for i in uow.interactions.for_agent("alice")] == []
+
+
 def test_attachments_on_a_draft(h: Harness) -> None:
     from interactions_core.errors import NotFound, OperationNotAllowed
 

@@ -412,7 +412,7 @@ class SqliteStore:
         mail: list[OutgoingMail],
     ) -> None:
         # Everything serialisable is prepared before the lock is taken.
-        values = {iid: row_values(rows[iid]) for iid in expected}
+        values = {iid: row_values(row) for iid, row in rows.items()}
         notification_rows: list[tuple[str, str, str, str]] = []
         mail_rows: list[tuple[str, str, str, str, int]] = []
         if notifications or mail:
@@ -427,7 +427,11 @@ class SqliteStore:
             ]
         with self._write() as conn:
             for iid, version in expected.items():
-                if version is None:
+                if iid not in values:  # expected, not written: its version must be unchanged
+                    actual = _version(conn, iid)
+                    if actual != version:
+                        raise ConcurrencyConflict(iid, version or 0, actual)
+                elif version is None:
                     try:
                         conn.execute(_INSERT, (iid, *values[iid]))
                     except sqlite3.IntegrityError:
@@ -447,8 +451,8 @@ class SqliteStore:
                     conn.executemany(sql, outbox_rows)
         # Committed: these are now the stored interactions, at these versions.
         cache_put = self._cache.put
-        for iid in expected:
-            cache_put(rows[iid])
+        for row in rows.values():
+            cache_put(row)
 
 
 def _version(conn: sqlite3.Connection, interaction_id: str) -> int | None:
@@ -474,6 +478,9 @@ class SqliteInteractions:
 
     def update(self, interaction: Interaction) -> Interaction:
         return self._uow._staged.update(interaction)
+
+    def expect(self, interaction: Interaction) -> None:
+        self._uow._staged.expect(interaction)
 
     def _merged(
         self,
