@@ -31,9 +31,12 @@ from adapters.sqlite.store import (
     in_queue_sql,
     row_values,
 )
+from adapters.sqlite.store import (
+    _INDEXED as INDEXED_COLUMNS,
+)
 from interactions_core.errors import TooLarge, Unavailable
 from interactions_core.lifecycle import WAITING_STATES
-from interactions_core.model import Offer
+from interactions_core.model import Interaction, Offer
 from interactions_core.testing import ManualClock
 
 from .contract import T0, interaction, mail, note
@@ -148,6 +151,51 @@ def test_data_survives_reopening(db: Path) -> None:
         assert found == interaction("I1", version=1)
         assert [n.agent_id for n in store.pending_notifications()] == ["alice"]
         assert [e.mail for e in store.pending_mail(clock.now())] == [mail("I1")]
+
+
+def test_updates_set_only_changed_columns_and_columns_always_match_the_document(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An UPDATE names only the indexed columns that changed since the row was read (SQLite
+    then leaves the other indexes alone); whatever path a change takes, every column still
+    equals what the stored document says."""
+    statements: list[str] = []
+    clock = ManualClock()
+    with SqliteStore(db, clock=clock) as store:
+        store.connection().set_trace_callback(statements.append)
+        with store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I1", current_queue="Inbound"))
+            uow.interactions.add(interaction("I2"))
+            uow.commit()
+        changes: list[dict[str, object]] = [
+            {"state": "Invited", "offer": Offer(agent_id="alice", offered_at=T0)},
+            {"state": "Accepted", "owner": "alice", "offer": None},
+            {"comment": "only the document"},
+            {"workbin": "agent:alice/Personal", "owner": None, "state": "InWorkbin"},
+            {"current_queue": "Billing", "received_at": T0 + timedelta(seconds=1)},
+        ]
+        for change in changes:
+            statements.clear()
+            with store.unit_of_work() as uow:
+                loaded = uow.interactions.get("I1")
+                assert loaded is not None
+                uow.interactions.update(loaded.model_copy(update=change))
+                uow.commit()
+            (update,) = [s for s in statements if s.startswith("UPDATE interactions")]
+            named = {c for c in INDEXED_COLUMNS if f" {c} = " in update}
+            columns = {"offer": "offer_agent", "received_at": "received_us"}
+            expected = {columns.get(k, k) for k in change} & set(INDEXED_COLUMNS)
+            assert named == expected, (change, update)
+        # A change staged without a read of the row (no known columns) writes them all.
+        with store.unit_of_work() as uow:
+            uow.interactions.update(interaction("I2", version=1, owner="bob"))
+            uow.commit()
+        rows = store.connection().execute(
+            f"SELECT {', '.join(INDEXED_COLUMNS)}, data FROM interactions"
+        )
+        for *columns_stored, data in rows:
+            document = Interaction.model_validate_json(data)
+            assert tuple(columns_stored) == row_values(document)[1:-1]
 
 
 # --------------------------------------------------------------------------- migrations

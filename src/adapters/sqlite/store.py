@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -115,8 +116,24 @@ def to_micros(when: datetime) -> int:
 
 def row_values(i: Interaction) -> tuple[Any, ...]:
     """The column values of ``interaction`` in ``_COLUMNS`` order (the document last)."""
+    return (i.version, *_indexed(i), i.model_dump_json())
+
+
+# The columns between version and data: what the indexes and queries read.
+_INDEXED: Final = (
+    "state",
+    "owner",
+    "offer_agent",
+    "current_queue",
+    "workbin",
+    "mailbox",
+    "message_id",
+    "received_us",
+)
+
+
+def _indexed(i: Interaction) -> tuple[Any, ...]:
     return (
-        i.version,
         i.state,
         i.owner,
         i.offer.agent_id if i.offer is not None else None,
@@ -125,8 +142,35 @@ def row_values(i: Interaction) -> tuple[Any, ...]:
         i.mailbox,
         i.email.message_id,
         to_micros(i.received_at),
-        i.model_dump_json(),
     )
+
+
+@lru_cache(maxsize=256)
+def _update_sql(changed: tuple[str, ...]) -> str:
+    """An UPDATE of the version, the document and only the ``changed`` indexed columns: SQLite
+    maintains an index only when the UPDATE names one of its columns."""
+    assigned = "".join(f", {column} = ?" for column in changed)
+    return f"UPDATE interactions SET version = ?, data = ?{assigned} WHERE id = ? AND version = ?"
+
+
+def _update(
+    new: Interaction, values: tuple[Any, ...], loaded: Interaction | None, version: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters writing ``new`` over the row stored at ``version``.
+
+    When the row as loaded at that version is known, only the indexed columns that differ are
+    set (a row never changes without its version changing, so its columns are the loaded
+    ones); otherwise every column is.
+    """
+    if loaded is None or loaded.version != version:
+        return _UPDATE, (*values, new.id, version)
+    differ = [
+        (column, value)
+        for column, old, value in zip(_INDEXED, _indexed(loaded), values[1:-1], strict=True)
+        if old != value
+    ]
+    changed = tuple(column for column, _ in differ)
+    return _update_sql(changed), (values[0], values[-1], *(v for _, v in differ), new.id, version)
 
 
 _validate_json: Final = Interaction.__pydantic_validator__.validate_json
@@ -410,9 +454,15 @@ class SqliteStore:
         rows: dict[str, Interaction],
         notifications: list[tuple[str, str, str]],
         mail: list[OutgoingMail],
+        loaded: dict[str, Interaction] | None = None,
     ) -> None:
         # Everything serialisable is prepared before the lock is taken.
         values = {iid: row_values(row) for iid, row in rows.items()}
+        updates = {
+            iid: _update(rows[iid], values[iid], (loaded or {}).get(iid), version)
+            for iid, version in expected.items()
+            if version is not None and iid in values
+        }
         notification_rows: list[tuple[str, str, str, str]] = []
         mail_rows: list[tuple[str, str, str, str, int]] = []
         if notifications or mail:
@@ -439,7 +489,7 @@ class SqliteStore:
                         if actual is None:
                             raise  # not a duplicate id: a real constraint violation
                         raise ConcurrencyConflict(iid, 0, actual) from None
-                elif conn.execute(_UPDATE, (*values[iid], iid, version)).rowcount != 1:
+                elif conn.execute(*updates[iid]).rowcount != 1:
                     raise ConcurrencyConflict(iid, version, _version(conn, iid))
             for sql, outbox_rows in (
                 (_INSERT_NOTIFICATION, notification_rows),
@@ -471,7 +521,10 @@ class SqliteInteractions:
         self._store = uow._store
 
     def get(self, interaction_id: str) -> Interaction | None:
-        return self._uow._staged.get(interaction_id, self._store._get)
+        found = self._uow._staged.get(interaction_id, self._store._get)
+        if found is not None and interaction_id not in self._uow._rows:
+            self._uow._loaded[interaction_id] = found  # as stored: its columns, at its version
+        return found
 
     def add(self, interaction: Interaction) -> Interaction:
         return self._uow._staged.add(interaction, self._store._get)
@@ -561,6 +614,11 @@ class SqliteUnitOfWork(StagedUnitOfWork[tuple[str, str, str]]):
         self._interactions = SqliteInteractions(self)
         self._outbox = SqliteOutbox(self)
 
+    def _reset(self) -> None:
+        super()._reset()
+        # What ``get`` read from the database, by id: an UPDATE then sets only what changed.
+        self._loaded: dict[str, Interaction] = {}
+
     @property
     def interactions(self) -> SqliteInteractions:
         return self._interactions
@@ -571,7 +629,9 @@ class SqliteUnitOfWork(StagedUnitOfWork[tuple[str, str, str]]):
 
     def commit(self) -> None:
         if self._expected or self._notifications or self._mail:
-            self._store._commit(self._expected, self._rows, self._notifications, self._mail)
+            self._store._commit(
+                self._expected, self._rows, self._notifications, self._mail, self._loaded
+            )
         self._reset()
 
 
