@@ -15,7 +15,7 @@ from functools import lru_cache
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import InvalidAddress
-from .model import Address
+from .model import Address, has_line_break
 
 MAX_ADDRESS_LIST = 500
 MAX_FIELD_LENGTH = 64 * 1024
@@ -23,7 +23,7 @@ MAX_FIELD_LENGTH = 64 * 1024
 
 def refuse_line_breaks(field: str, value: str) -> None:
     """A CR or LF in a header value would start a new header (header injection)."""
-    if "\r" in value or "\n" in value or "\x00" in value:
+    if has_line_break(value):
         raise InvalidAddress(f"{field}: line breaks and NUL are not allowed in a header value")
 
 

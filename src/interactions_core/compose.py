@@ -23,12 +23,14 @@ from typing import NamedTuple
 
 from .addresses import dedupe, unseen
 from .model import (
+    HEADER_BREAKS,
     Address,
     Attachment,
     EmailContent,
     build,
     format_address,
     format_addresses,
+    has_line_break,
     inline_attachments,
 )
 
@@ -144,12 +146,15 @@ def decode_subject(subject: str) -> str:
     return "".join(out)
 
 
+_BREAKS = re.compile(f"[{HEADER_BREAKS}]+")
+
+
 def _one_line(value: str) -> str:
-    """Unfold (RFC 5322 §2.2.3) and replace any other line break by a space."""
-    if "\n" not in value and "\r" not in value:
+    """Unfold (RFC 5322 §2.2.3) and replace any other line break (Unicode's too) by a space."""
+    if not has_line_break(value):
         return value
     value = re.sub(r"(?:\r\n|\r|\n)+(?=[ \t])", "", value)
-    return re.sub(r"(?:\r\n|\r|\n)+", " ", value)
+    return _BREAKS.sub(" ", value)
 
 
 def _display(address: Address) -> Address:
@@ -157,8 +162,8 @@ def _display(address: Address) -> Address:
     name = address.name
     if "=?" in name:
         name = decode_subject(name)
-    if "\r" in name or "\n" in name or "\x00" in name:
-        name = " ".join(name.replace("\x00", " ").split())
+    if has_line_break(name):
+        name = " ".join(name.replace("\x00", " ").split())  # str.split() knows every break
     if name == address.name:
         return address
     return Address(addr=address.addr, name=name)

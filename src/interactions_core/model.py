@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import unquote
 
 from pydantic import (
@@ -33,8 +33,21 @@ from pydantic import (
     model_serializer,
 )
 
-UserDataValue = str | int | float | bool
+# Floats are finite: JSON has no NaN or Infinity (RFC 8259 §6), and such a value could be
+# neither stored nor sent back to a client.
+UserDataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool
 UserData = dict[str, UserDataValue]
+
+# What ``str.splitlines()`` breaks a line on, so what the ``email`` package refuses in a header
+# value, and NUL: none may reach a header (header injection). A regex character-class body,
+# valid for Python's ``re`` and for pydantic's Rust engine alike.
+HEADER_BREAKS = r"\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029\x00"
+_HEADER_BREAK = re.compile(f"[{HEADER_BREAKS}]")
+
+
+def has_line_break(value: str) -> bool:
+    return _HEADER_BREAK.search(value) is not None
+
 
 CHANNEL = "email"
 MESSAGE_TYPE: Literal["InteractionStateMessage"] = "InteractionStateMessage"

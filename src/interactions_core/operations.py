@@ -8,6 +8,7 @@ member knows its canonical name (the lifecycle trigger and capability).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -22,11 +23,14 @@ from pydantic import (
 )
 
 from .errors import InvalidRequest
-from .model import UserDataValue
+from .model import HEADER_BREAKS, UserDataValue, has_line_break
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\r\n\x00]+$")]
-Prefix = Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\r\n\x00]*$")]
-Line = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\r\n\x00]*$")]
+# One line of header-safe text: no line break of any kind (see ``HEADER_BREAKS``).
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=f"^[^{HEADER_BREAKS}]+$")
+]
+Prefix = Annotated[str, StringConstraints(max_length=64, pattern=f"^[^{HEADER_BREAKS}]*$")]
+Line = Annotated[str, StringConstraints(max_length=1000, pattern=f"^[^{HEADER_BREAKS}]*$")]
 AddressInput = str | list[str]
 MAX_TEXT = 10 * 1024 * 1024
 
@@ -105,7 +109,7 @@ class SendEmail(BaseModel):
     @field_validator("subject")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
-        if value is not None and ("\r" in value or "\n" in value or "\x00" in value):
+        if value is not None and has_line_break(value):
             raise ValueError("line breaks are not allowed in a subject (header injection)")
         return value
 
@@ -297,10 +301,11 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def refuse_lone_surrogates(body: Any) -> None:
-    """JSON may escape half a UTF-16 pair ("\\ud800"), which decodes to a string that can be
-    neither stored nor sent as UTF-8 (RFC 8259 §8.2 leaves such text undefined): refuse it here,
-    at the edge, with the place it was found, rather than fail at commit."""
+def refuse_unrepresentable(body: Any) -> None:
+    """Refuse, at the edge and naming the place, what JSON parsing lets through but nothing
+    downstream can store or send back: half a UTF-16 pair escaped as "\\ud800" (a string UTF-8
+    cannot encode; RFC 8259 §8.2 leaves it undefined), and a number too large for a float
+    (1e999 parses to infinity, which JSON cannot write; RFC 8259 §6)."""
     pending: list[tuple[str, Any]] = [("", body)]
     while pending:
         where, value = pending.pop()
@@ -309,12 +314,16 @@ def refuse_lone_surrogates(body: Any) -> None:
                 try:
                     value.encode("utf-8")
                 except UnicodeEncodeError:
-                    # The path may hold the bad key itself: shown escaped, so the answer encodes.
-                    shown = (where or "body").encode("utf-8", "backslashreplace").decode()
                     raise InvalidRequest(
                         "The request holds text that is not valid Unicode",
-                        [f"{shown}: a lone UTF-16 surrogate (\\ud800-\\udfff escape)"],
+                        [f"{_shown(where)}: a lone UTF-16 surrogate (\\ud800-\\udfff escape)"],
                     ) from None
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidRequest(
+                    "The request holds a number JSON cannot represent",
+                    [f"{_shown(where)}: {value} (out of range, NaN or Infinity)"],
+                )
         elif isinstance(value, dict):
             for key, item in value.items():
                 path = f"{where}.{key}" if where else str(key)
@@ -324,12 +333,17 @@ def refuse_lone_surrogates(body: Any) -> None:
             pending.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
 
 
+def _shown(where: str) -> str:
+    # The path may hold a bad key itself: shown escaped, so the answer still encodes.
+    return (where or "body").encode("utf-8", "backslashreplace").decode()
+
+
 def parse_operation(body: Any) -> Operation:
     """Parse a wire body (a dict as on the wire) into one operation, or raise ``InvalidRequest``
     listing every problem."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object with an operationName")
-    refuse_lone_surrogates(body)
+    refuse_unrepresentable(body)
     name = body.get("operationName")
     if name is None:
         raise InvalidRequest("Missing operationName", [f"one of: {', '.join(OPERATION_NAMES)}"])

@@ -184,6 +184,10 @@ def test_text_json_cannot_carry_is_refused_at_the_edge(server: Server, client: T
     raw = b'{"operationName":"Ready","reason":["\\ud800"]}'
     r = client.post("/api/v2/me/channels/email", content=raw, headers=basic("alice"))
     assert r.status_code == 400 and "reason[0]" in str(r.json())
+    huge = b'{"operationName":"UpdateProperties","userData":{"n":1e999}}'
+    r = client.post(f"/api/v2/me/interactions/{iid}", content=huge, headers=basic("alice"))
+    assert r.status_code == 400 and "userData.n: inf" in r.text
+    assert client.get("/api/v2/me/interactions", headers=basic("alice")).status_code == 200
     nan = b'{"operationName":"UpdateProperties","userData":{"n":NaN}}'
     r = client.post(f"/api/v2/me/interactions/{iid}", content=nan, headers=basic("alice"))
     assert r.status_code == 400 and "NaN is not a JSON number" in r.text

@@ -180,3 +180,9 @@ def test_inline_images_go_beside_the_html_in_multipart_related() -> None:
     # A Content-ID that cannot be written ("a b") and an unreferenced one are attachments.
     assert [p.get_filename() for p in msg.iter_attachments()] == ["b.png", "u.png"]
     assert b"<a b>" not in build_message(mail, blobs.__getitem__).data
+
+
+@pytest.mark.parametrize("brk", ["\u2028", "\x85", "\x0b", "\x1c"])
+def test_unicode_line_breaks_in_a_header_are_a_permanent_error(brk: str) -> None:
+    with pytest.raises(HeaderInjection):
+        build_message(BASE.model_copy(update={"subject": f"a{brk}b"}))

@@ -230,10 +230,10 @@ async def test_header_injection_is_refused_permanently(harness: Harness, sink: S
     entry = queued_reply(harness, attach=False)
     bad = entry.mail.model_copy(update={"subject": "Hi\r\nBcc: victim@example.net"})
     transport = SmtpTransport(relay(sink.port))
-    with pytest.raises(PermanentMailError, match="CR, LF"):
+    with pytest.raises(PermanentMailError, match="line breaks and NUL are not allowed"):
         await transport.send(bad)
     name = entry.mail.to[0].model_copy(update={"name": "Bob\nX-Evil: 1"})
-    with pytest.raises(PermanentMailError, match="CR, LF"):
+    with pytest.raises(PermanentMailError, match="line breaks and NUL are not allowed"):
         await transport.send(entry.mail.model_copy(update={"to": (name,)}))
     await transport.close()
     assert sink.received == []

@@ -144,6 +144,13 @@ def test_cid_references(html: str, expected: set[str]) -> None:
     assert cid_references(html) == expected
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_user_data_numbers_are_finite(value: float) -> None:
+    with pytest.raises(ValidationError, match="finite"):
+        Interaction(id="X", state="Queued", user_data={"n": value})
+    assert Interaction(id="X", state="Queued", user_data={"n": 1.5}).user_data == {"n": 1.5}
+
+
 def test_domain_records_are_immutable() -> None:
     i = Interaction(id="X", state="Queued")
     with pytest.raises(ValidationError, match="frozen"):

@@ -225,6 +225,42 @@ def test_text_that_cannot_be_utf8_is_refused_before_anything_changes(h: Harness)
     assert h.sent_mail == []
 
 
+# Every character str.splitlines() breaks on (what the email package refuses in a header), NUL.
+BREAKS = ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00"]
+
+
+@pytest.mark.parametrize("brk", BREAKS)
+def test_no_line_break_of_any_kind_reaches_a_header(h: Harness, brk: str) -> None:
+    iid = invite(h)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    bad = h.execute("alice", iid, {"operationName": "Reply", "subjectPrefix": f"Re{brk} "})
+    assert bad["status"] == "error" and "subjectPrefix" in bad["errorDescription"]
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    bad = h.execute(
+        "alice", draft, {"operationName": "Send", "email_object": {"subject": f"a{brk}b"}}
+    )
+    assert bad["status"] == "error" and "line breaks" in bad["errorDescription"]
+    assert h.sent_mail == []
+
+
+def test_a_subject_that_came_in_with_unicode_line_breaks_is_replied_on_one_line(
+    h: Harness,
+) -> None:
+    raw = (
+        b"From: Cee <cee@example.org>\r\nTo: support@example.com\r\n"
+        b"Subject: =?utf-8?q?Order=E2=80=A842=C2=85now?=\r\nMessage-ID: <u@example.org>\r\n"
+        b"\r\nHi\r\n"
+    )
+    iid = h.service.ingest(raw, mailbox="support@example.com").interaction_id
+    assert h.interaction(iid).email.subject == "Order\u202842\x85now"  # kept as it came
+    h.service.offer(iid, "alice")
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    assert h.interaction(draft).email.subject == "Re: Order 42 now"
+    assert h.execute("alice", draft, {"operationName": "Send"}) == {"status": "ok"}
+    assert [m.subject for m in h.sent_mail] == ["Re: Order 42 now"]
+
+
 def test_errors_are_clear(h: Harness) -> None:
     iid = invite(h)
     r = h.execute("alice", iid, {"operationName": "Dance"})

@@ -30,7 +30,7 @@ from interactions_core.operations import (
     CreateEmail,
     InteractionOperation,
     parse_operation,
-    refuse_lone_surrogates,
+    refuse_unrepresentable,
 )
 from interactions_core.routing import Router
 from interactions_core.service import InteractionService
@@ -188,7 +188,7 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidRequest("Malformed JSON: nested too deeply") from None
     except ValueError as exc:
         raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
-    refuse_lone_surrogates(parsed)
+    refuse_unrepresentable(parsed)
     return parsed
 
 

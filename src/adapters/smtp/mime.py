@@ -31,7 +31,13 @@ from email.utils import format_datetime
 
 import idna
 
-from interactions_core.model import Address, Attachment, inline_attachments, parse_content_id
+from interactions_core.model import (
+    Address,
+    Attachment,
+    has_line_break,
+    inline_attachments,
+    parse_content_id,
+)
 from interactions_core.ports import AttachmentStore, OutgoingMail
 
 __all__ = [
@@ -83,8 +89,8 @@ class BuiltMessage:
 
 
 def _refuse_breaks(field: str, value: str) -> str:
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise HeaderInjection(f"{field}: CR, LF and NUL are not allowed in a header value")
+    if has_line_break(value):
+        raise HeaderInjection(f"{field}: line breaks and NUL are not allowed in a header value")
     return value
 
 
@@ -246,8 +252,14 @@ def build_message(mail: OutgoingMail, attachments: AttachmentSource | None = Non
     """
     try:
         return _build(mail, attachments)
+    except MimeError:
+        raise
     except UnicodeError as exc:  # e.g. lone surrogates in a body
         raise MimeError(f"the mail can't be encoded: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        # Whatever else the email package refuses: permanent, so the agent is told (Failed)
+        # instead of the dispatcher retrying a mail that can never be built.
+        raise MimeError(f"the mail can't be built: {exc}") from None
 
 
 def _build(mail: OutgoingMail, attachments: AttachmentSource | None) -> BuiltMessage:
