@@ -7,6 +7,7 @@ never passed through here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from email.headerregistry import AddressHeader
 from email.utils import getaddresses
@@ -73,6 +74,35 @@ def parse_address_list(
     return tuple(result)
 
 
+# RFC 5322 §3.4.1 dot-atom local part (RFC 6532: UTF-8 allowed); anything else is quoted.
+_DOT_ATOM = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*")
+
+
+def _local_part(username: str) -> str:
+    """The local part as it must be written: the stdlib hands it back unquoted."""
+    if _DOT_ATOM.fullmatch(username):
+        return username
+    return '"' + username.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@lru_cache(maxsize=65536)
+def received_address(addr: str) -> str | None:
+    """An address mail came with, normalised as input addresses are; None when it is not a
+    valid address (a reply to it could never be written or delivered). Quoted local parts
+    are valid here (RFC 5322 §3.4.1)."""
+    try:
+        result = validate_email(
+            addr,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=True,
+            test_environment=True,
+        )
+    except EmailNotValidError:
+        return None
+    return result.normalized
+
+
 def addresses_from_header(header: object) -> tuple[Address, ...]:
     """Addresses of a parsed stdlib header (``policy.default``), without re-validation.
 
@@ -86,7 +116,8 @@ def addresses_from_header(header: object) -> tuple[Address, ...]:
         domain = a.domain or ""
         # A plausible domain: no '@', '<' or '>' and at least one character besides dots.
         if a.username and domain.strip(".") and not set(domain) & {"@", "<", ">", " "}:
-            out.append(Address(addr=f"{a.username}@{domain}", name=a.display_name or ""))
+            local = _local_part(a.username)
+            out.append(Address(addr=f"{local}@{domain}", name=a.display_name or ""))
     return tuple(out)
 
 

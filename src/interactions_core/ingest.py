@@ -40,7 +40,7 @@ from html.parser import HTMLParser
 from io import BytesIO
 from typing import Any, cast
 
-from .addresses import MAX_ADDRESS_LIST, addresses_from_header
+from .addresses import MAX_ADDRESS_LIST, addresses_from_header, received_address
 from .compose import decode_subject
 from .errors import InteractionsError, TooLarge
 from .model import Address, Attachment, EmailContent, parse_content_id
@@ -298,7 +298,8 @@ def _addresses(
     except Exception:
         problems.add(f"unparseable {name} header")
         return ()
-    parsed = tuple(a for a in parsed if _plausible(a.addr))
+    checked = (_valid(_tidy_address(a)) for a in parsed)
+    parsed = tuple(a for a in checked if a is not None)
     if len(parsed) < written:
         problems.add(f"{name}: {written - len(parsed)} malformed address(es) dropped")
     if not parsed and not written and "@" in value:
@@ -306,16 +307,16 @@ def _addresses(
     if len(parsed) > MAX_ADDRESS_LIST:
         problems.add(f"{name}: more than {MAX_ADDRESS_LIST} addresses, the rest dropped")
         parsed = parsed[:MAX_ADDRESS_LIST]
-    return tuple(_tidy_address(a) for a in parsed)
+    return parsed
 
 
-_DOMAIN_JUNK = re.compile(r'[\s<>"(),;:\\]')
-
-
-def _plausible(addr: str) -> bool:
-    """``local@domain`` with a domain that could be one (``"x <@@>"`` parses, but is not)."""
-    local, _, domain = addr.rpartition("@")
-    return bool(local) and bool(domain) and not _DOMAIN_JUNK.search(domain)
+def _valid(address: Address) -> Address | None:
+    """The address normalised, or None when no reply could ever be written to it (``"x <@@>"``
+    parses, and so does a domain decoded into mojibake): it is dropped and noted."""
+    normal = received_address(address.addr)
+    if normal is None:
+        return None
+    return address if normal == address.addr else Address(addr=normal, name=address.name)
 
 
 def _tidy_address(address: Address) -> Address:

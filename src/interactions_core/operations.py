@@ -301,14 +301,22 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def refuse_unrepresentable(body: Any) -> None:
+MAX_JSON_DEPTH = 64
+
+
+def refuse_unrepresentable(body: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Refuse, at the edge and naming the place, what JSON parsing lets through but nothing
     downstream can store or send back: half a UTF-16 pair escaped as "\\ud800" (a string UTF-8
-    cannot encode; RFC 8259 §8.2 leaves it undefined), and a number too large for a float
-    (1e999 parses to infinity, which JSON cannot write; RFC 8259 §6)."""
-    pending: list[tuple[str, Any]] = [("", body)]
+    cannot encode; RFC 8259 §8.2 leaves it undefined), a number too large for a float (1e999
+    parses to infinity, which JSON cannot write; RFC 8259 §6), and nesting deeper than
+    ``max_depth`` (which serialisers refuse, RFC 8259 §9 lets a parser limit)."""
+    pending: list[tuple[str, Any, int]] = [("", body, 0)]
     while pending:
-        where, value = pending.pop()
+        where, value, depth = pending.pop()
+        if depth > max_depth:
+            raise InvalidRequest(
+                "The request is nested too deeply", [f"{_shown(where)}: over {max_depth} levels"]
+            )
         if isinstance(value, str):
             if not value.isascii():
                 try:
@@ -327,10 +335,10 @@ def refuse_unrepresentable(body: Any) -> None:
         elif isinstance(value, dict):
             for key, item in value.items():
                 path = f"{where}.{key}" if where else str(key)
-                pending.append((path, key))
-                pending.append((path, item))
+                pending.append((path, key, depth + 1))
+                pending.append((path, item, depth + 1))
         elif isinstance(value, list):
-            pending.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
+            pending.extend((f"{where}[{n}]", item, depth + 1) for n, item in enumerate(value))
 
 
 def _shown(where: str) -> str:

@@ -273,6 +273,35 @@ async def test_bad_input_gets_errors_not_crashes(make_server: Any) -> None:
         await client.aclose()
 
 
+async def test_what_could_not_be_echoed_back_is_refused_and_poisons_nothing(
+    make_server: Any,
+) -> None:
+    """JSON the parser accepts but no reply could carry: a lone surrogate, NaN, 1e999, deep
+    nesting. Each is a 400 before it reaches a session (an echoed one used to fail the reply
+    encoding, and with the ack extension every later connect too). The session keeps working."""
+    server: ServerHarness = make_server(CometdSettings(max_body_bytes=1 << 20))
+    client = LongPolling(server, "agent14")
+    try:
+        await client.start(ack=True)
+        cid = client.client_id
+        echo = '{"channel":"/service/echo","clientId":"%s","data":%s}'
+        for data in ['"\\ud800"', "NaN", "Infinity", "1e999", "[" * 200 + "]" * 200]:
+            body = ("[" + echo % (cid, data) + "]").encode()
+            response = await client.http.post("", content=body)
+            assert response.status_code == 400, (data, response.text)
+        subscribe = '[{"channel":"/meta/subscribe","clientId":"%s","subscription":"/me/\\ud800"}]'
+        assert (await client.http.post("", content=(subscribe % cid).encode())).status_code == 400
+        connect = '[{"channel":"/meta/connect","clientId":"%s","connectionType":"long-polling",'
+        timeout = (connect % cid + '"advice":{"timeout":1e999}}]').encode()
+        assert (await client.http.post("", content=timeout)).status_code == 400
+        deep = b"[" * 50_000 + b"]" * 50_000
+        assert (await client.http.post("", content=deep)).status_code == 400
+        (reply,) = await client.connect(advice={"timeout": 0}, ext={"ack": 1})
+        assert reply["successful"] is True
+    finally:
+        await client.aclose()
+
+
 async def test_websocket_bad_frames(make_server: Any) -> None:
     server: ServerHarness = make_server(CometdSettings(max_body_bytes=4096))
     ws = await WebSocketClient.open(server)

@@ -73,6 +73,32 @@ def test_addresses_and_reply_headers() -> None:
     assert [a.addr for a in e.mail_followup_to] == ["list@example.org", "customer@example.org"]
 
 
+def test_addresses_are_kept_only_when_a_reply_could_be_written_to_them() -> None:
+    """A quoted local part stays quoted (the stdlib hands it back bare); addresses no reply
+    could ever reach are dropped and noted; domains are normalised like input ones."""
+    head = HEAD.replace("From: Customer <customer@example.org>", 'From: "john doe"@Example.ORG')
+    raw = (
+        head
+        + "Cc: a:b c@d <r@example.org>;, ok@EXAMPLE.net, x <@@>, u@xn--bcher-kva.de\r\n"
+        + "\r\nHi\r\n"
+    ).encode()
+    result = parse(raw)
+    assert result.email.from_ == Address(addr='"john doe"@example.org')
+    assert [a.addr for a in result.email.cc] == ["ok@example.net", "u@bücher.de"]
+    assert any("Cc: " in p and "malformed address(es) dropped" in p for p in result.problems)
+
+
+def test_a_domain_decoded_into_mojibake_is_dropped_not_kept() -> None:
+    # One invalid UTF-8 sequence makes the whole raw header read as windows-1252.
+    raw = (
+        b'From: "\xed\xa0\x80" <a@\xe4\xbe\x8b\xe3\x81\x88.jp>\r\nTo: support@example.com\r\n'
+        b"Subject: x\r\n\r\nHi\r\n"
+    )
+    result = parse(raw)
+    assert result.email.from_ is None
+    assert any("From: 1 malformed address(es) dropped" in p for p in result.problems)
+
+
 @pytest.mark.parametrize(
     ("headers", "message_id", "in_reply_to", "references"),
     [

@@ -186,3 +186,25 @@ def test_inline_images_go_beside_the_html_in_multipart_related() -> None:
 def test_unicode_line_breaks_in_a_header_are_a_permanent_error(brk: str) -> None:
     with pytest.raises(HeaderInjection):
         build_message(BASE.model_copy(update={"subject": f"a{brk}b"}))
+
+
+def test_a_reply_to_a_quoted_local_part_is_written_and_addressed_quoted() -> None:
+    from interactions_core.ports import Agent
+    from interactions_core.testing import Harness
+
+    h = Harness(agents=[Agent(id="alice", mailboxes=("support@example.com",))])
+    raw = (
+        b'From: "john doe"@example.org\r\nTo: support@example.com\r\nSubject: hi\r\n'
+        b"Message-ID: <q@example.org>\r\n\r\nHello\r\n"
+    )
+    iid = h.service.ingest(raw, mailbox="support@example.com").interaction_id
+    assert iid is not None
+    h.service.offer(iid, "alice")
+    assert h.service.execute_wire("alice", iid, {"operationName": "Accept"})["status"] == "ok"
+    draft = h.service.execute_wire("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    assert h.service.execute_wire("alice", draft, {"operationName": "Send"})["status"] == "ok"
+    (entry,) = h.store.pending_mail(h.clock.now())
+    built = build_message(entry.mail)
+    assert built.recipients == ('"john doe"@example.org',)
+    msg = message_from_bytes(built.data, policy=policy.default)
+    assert [a.addr_spec for a in msg["To"].addresses] == ['"john doe"@example.org']

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from adapters.smtp import MailDispatcher, RelayConfig, SmtpTransport
+from adapters.smtp.mime import envelope_address
 from interactions_core.outbox import RetryPolicy
 from interactions_core.ports import MailEntry, PermanentMailError, TransientMailError
 from interactions_core.testing import Harness
@@ -260,12 +261,14 @@ async def test_partial_refusal_delivers_to_the_others_and_reports(
 
 async def test_every_recipient_refused(harness: Harness, sink: Sink) -> None:
     entry = queued_reply(harness, attach=False)
-    for rcpt in entry.mail.envelope_recipients:
+    # RCPT TO names each recipient as the wire has it (an IDN domain as A-labels).
+    wire = [envelope_address(rcpt)[0] for rcpt in entry.mail.envelope_recipients]
+    for rcpt in wire:
         sink.handler.refuse_rcpt[rcpt] = "550 5.1.1 No such user"
     transport = SmtpTransport(relay(sink.port))
     with pytest.raises(PermanentMailError, match="every recipient refused"):
         await transport.send(entry.mail)
-    for rcpt in entry.mail.envelope_recipients:
+    for rcpt in wire:
         sink.handler.refuse_rcpt[rcpt] = "450 4.2.1 Mailbox busy"
     with pytest.raises(TransientMailError, match="temporarily"):
         await transport.send(entry.mail)

@@ -13,6 +13,9 @@ from typing import Any, Final
 
 from pydantic_core import to_json
 
+from interactions_core.errors import InvalidRequest
+from interactions_core.operations import refuse_unrepresentable
+
 Message = dict[str, Any]
 """One Bayeux message: a JSON object with exactly one ``channel``."""
 
@@ -66,14 +69,26 @@ def parse_batch(body: bytes | str) -> list[Any]:
     bare object; we accept both.
     """
     try:
-        decoded = json.loads(body)
+        decoded = json.loads(body, parse_constant=_not_json)
+    except RecursionError:
+        raise BadPayload("nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
+        raise BadPayload(str(exc)) from None
+    try:
+        # What parses but could not be echoed back or delivered (a lone surrogate, 1e999,
+        # deep nesting) is refused here, not when a reply fails to encode.
+        refuse_unrepresentable(decoded)
+    except InvalidRequest as exc:
         raise BadPayload(str(exc)) from None
     if isinstance(decoded, dict):
         return [decoded]
     if isinstance(decoded, list):
         return decoded
     raise BadPayload("a Bayeux payload is a JSON array of objects")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number (RFC 8259 §6)")
 
 
 def encode(messages: list[Message]) -> bytes:

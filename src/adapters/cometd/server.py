@@ -472,7 +472,11 @@ class BayeuxServer:
         advice = message.get("advice")
         if isinstance(advice, dict):
             wanted = advice.get("timeout")
-            if isinstance(wanted, int | float) and not isinstance(wanted, bool) and wanted >= 0:
+            if (
+                isinstance(wanted, int | float)
+                and not isinstance(wanted, bool)
+                and 0 <= wanted < 2**53  # finite and an integer JavaScript can hold
+            ):
                 if wanted == 0:
                     immediate = True  # the client asks for an answer now (after an outage)
                 else:
