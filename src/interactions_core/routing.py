@@ -275,7 +275,7 @@ class Router:
     def _pick_agent(
         self, skill: str, rejected_by: tuple[str, ...], preferred: str | None
     ) -> str | None:
-        if preferred is not None:
+        if preferred is not None and preferred not in rejected_by:
             p = self._presence.get(preferred)
             if p is not None and p.available and (not skill or skill in p.agent.skills):
                 return preferred

@@ -596,6 +596,10 @@ class InteractionService:
         update: dict[str, Any] = {"state": state, "offer": None}
         if trigger == "Reject":
             update["rejected_by"] = (*i.rejected_by, invitee)
+        if i.preferred_agent == invitee:
+            # Last-agent routing is a first offer, not a claim: refused or left unanswered by
+            # that agent, the interaction is routed as usual (else it could bounce forever).
+            update["preferred_agent"] = None
         if returns_to is not None:
             verb = "rejected" if trigger == "Reject" else "did not answer"
             note = f"Transfer to {invitee} failed: {invitee} {verb}"

@@ -78,6 +78,31 @@ def test_customer_answer_is_threaded_and_prefers_the_last_agent() -> None:
     assert i.offer is not None and i.offer.agent_id == "alice"
 
 
+@pytest.mark.parametrize("refusal", ["Reject", "timeout"])
+def test_the_last_agent_refusing_the_answer_lets_another_agent_have_it(refusal: str) -> None:
+    """Found by stateful fuzzing: the preference beat ``rejected_by``, so a rejected customer
+    answer went straight back to the same agent, forever, while another agent was free."""
+    h = make()
+    h.set_channel("alice")
+    iid = h.ingest(raw()).interaction_id
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    h.execute("alice", draft, {"operationName": "Send", "email_object": {"text": "Done."}})
+    h.set_channel("bob")
+    answer = h.ingest(
+        raw("Re: Order", "<m4@example.org>", f"In-Reply-To: {h.sent_mail[0].message_id}\r\n")
+    ).interaction_id
+    offer = h.interaction(answer).offer
+    assert offer is not None and offer.agent_id == "alice"
+    if refusal == "Reject":
+        assert h.execute("alice", answer, {"operationName": "Reject"}) == {"status": "ok"}
+    else:
+        h.tick(h.router.config.offer_timeout.total_seconds() + 1)
+    offer = h.interaction(answer).offer
+    assert offer is not None and offer.agent_id == "bob"
+    assert h.interaction(answer).preferred_agent is None
+
+
 def test_last_agent_not_ready_means_the_queue() -> None:
     h = make()
     h.set_channel("alice")
