@@ -826,6 +826,8 @@ class InteractionService:
             )
         )
         self._notify(uow, agent.id, changed)
+        if i.workbin is not None:  # out of a workbin, as Pull: its members see it leave
+            self._notify_workbin(uow, i.workbin, changed, "PlaceInQueue")
 
     def _place_in_workbin(
         self, uow: UnitOfWork, agent: Agent, i: Interaction, op: PlaceInWorkbin

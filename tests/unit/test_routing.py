@@ -216,5 +216,15 @@ def test_shared_workbin_content_pull_and_notifications() -> None:
     assert h.execute("bob", iid, {"operationName": "Pull"}) == {"status": "ok"}
     assert h.interaction(iid).owner == "bob"
     assert h.service.workbin_content("bob", "Escalations") == []
+    assert h.notifications("alice", TOPIC_WORKBINS)[-1]["change"] == "Pull"
+    # Placed in a queue from the workbin, it leaves it for every member too (found by the
+    # stateful test: alice was left seeing it in the workbin, and her Pull said "not found").
+    h.execute("bob", iid, {"operationName": "PlaceInWorkbin", "workbinName": "Escalations"})
+    assert h.execute("bob", iid, {"operationName": "PlaceInQueue", "queueName": "Inbound"}) == {
+        "status": "ok"
+    }
+    for member in ("alice", "bob"):
+        last = h.notifications(member, TOPIC_WORKBINS)[-1]
+        assert (last["change"], last["interactionId"]) == ("PlaceInQueue", iid), member
     with pytest.raises(Exception, match="Workbin 'Nope' not found"):
         h.service.workbin_content("bob", "Nope")
