@@ -41,6 +41,8 @@ class Staged:
         return stored
 
     def expect(self, interaction: Interaction) -> None:
+        """Commit only at this version: checked now against what this unit of work wrote,
+        at commit against the store (the version it was first loaded at)."""
         iid = interaction.id
         staged = self.rows.get(iid)
         if staged is not None:
@@ -50,15 +52,9 @@ class Staged:
             self.expected[iid] = interaction.version
 
     def update(self, interaction: Interaction) -> Interaction:
-        iid = interaction.id
-        staged = self.rows.get(iid)
-        if staged is not None:
-            if staged.version != interaction.version:
-                raise ConcurrencyConflict(iid, interaction.version, staged.version)
-        elif iid not in self.expected:
-            self.expected[iid] = interaction.version
+        self.expect(interaction)
         stored = evolve(interaction, version=interaction.version + 1)
-        self.rows[iid] = stored
+        self.rows[interaction.id] = stored
         return stored
 
 
