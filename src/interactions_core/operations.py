@@ -8,6 +8,7 @@ member knows its canonical name (the lifecycle trigger and capability).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -302,6 +303,25 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 
 MAX_JSON_DEPTH = 64
+
+
+def parse_json(body: bytes | str) -> Any:
+    """A request body as JSON the rest of the system can store and send back, or
+    ``InvalidRequest``: malformed, nested too deeply, or holding what JSON parsing lets through
+    but cannot write (see ``refuse_unrepresentable``)."""
+    try:
+        value = json.loads(body, parse_constant=_not_json)
+    except RecursionError:
+        raise InvalidRequest("Malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
+    refuse_unrepresentable(value)
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; RFC 8259 §6 has no such numbers.
+    raise ValueError(f"{constant} is not a JSON number (RFC 8259 §6)")
 
 
 def refuse_unrepresentable(body: Any, max_depth: int = MAX_JSON_DEPTH) -> None:

@@ -7,14 +7,13 @@ can be tested and reused on their own.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Final
 
 from pydantic_core import to_json
 
 from interactions_core.errors import InvalidRequest
-from interactions_core.operations import refuse_unrepresentable
+from interactions_core.operations import parse_json
 
 Message = dict[str, Any]
 """One Bayeux message: a JSON object with exactly one ``channel``."""
@@ -69,15 +68,9 @@ def parse_batch(body: bytes | str) -> list[Any]:
     bare object; we accept both.
     """
     try:
-        decoded = json.loads(body, parse_constant=_not_json)
-    except RecursionError:
-        raise BadPayload("nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadPayload(str(exc)) from None
-    try:
-        # What parses but could not be echoed back or delivered (a lone surrogate, 1e999,
-        # deep nesting) is refused here, not when a reply fails to encode.
-        refuse_unrepresentable(decoded)
+        # Also refuses what parses but could not be echoed back or delivered (a lone
+        # surrogate, 1e999, deep nesting): here, not when a reply fails to encode.
+        decoded = parse_json(body)
     except InvalidRequest as exc:
         raise BadPayload(str(exc)) from None
     if isinstance(decoded, dict):
@@ -85,10 +78,6 @@ def parse_batch(body: bytes | str) -> list[Any]:
     if isinstance(decoded, list):
         return decoded
     raise BadPayload("a Bayeux payload is a JSON array of objects")
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON number (RFC 8259 §6)")
 
 
 def encode(messages: list[Message]) -> bytes:

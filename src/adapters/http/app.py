@@ -12,7 +12,6 @@ Status codes: 400 bad request, 401 not authenticated, 403 CSRF, 404 unknown or n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Annotated, Any
@@ -29,8 +28,8 @@ from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
 from interactions_core.operations import (
     CreateEmail,
     InteractionOperation,
+    parse_json,
     parse_operation,
-    refuse_unrepresentable,
 )
 from interactions_core.routing import Router
 from interactions_core.service import InteractionService
@@ -161,12 +160,6 @@ class Api:
         self.max_attachment_bytes = max_attachment_bytes
 
 
-def _not_json(constant: str) -> Any:
-    # Python's json reads NaN and Infinity; RFC 8259 §6 has no such numbers, and a client
-    # receiving them back in a notification could not parse it.
-    raise ValueError(f"{constant} is not a JSON number (RFC 8259 §6)")
-
-
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, bounded in size and depth; ``InvalidRequest``/``TooLarge`` otherwise."""
     declared = request.headers.get("content-length")
@@ -182,14 +175,7 @@ async def read_json(request: Request, limit: int) -> Any:
     body = b"".join(chunks)
     if not body.strip():
         raise InvalidRequest("The request body must be a JSON object with an operationName")
-    try:
-        parsed = json.loads(body, parse_constant=_not_json)
-    except RecursionError:
-        raise InvalidRequest("Malformed JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
-    refuse_unrepresentable(parsed)
-    return parsed
+    return parse_json(body)
 
 
 def create_app(
