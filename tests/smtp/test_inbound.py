@@ -125,6 +125,25 @@ async def test_unknown_recipient_gets_550(served: Wired) -> None:
     assert served.calls == []
 
 
+async def test_a_refusal_never_echoes_control_bytes(served: Wired) -> None:
+    """RFC 5321 §4.2: reply text is TAB and printable ASCII. The 550 used to repeat a NUL or
+    ESC from the client's address raw (found by fuzzing)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    try:
+        await reader.readline()  # greeting
+        writer.write(b"HELO client.test\r\nMAIL FROM:<b@example.org>\r\n")
+        writer.write(b"RCPT TO:<x\x00y\x1b\x7f@nowhere.test>\r\n")
+        await writer.drain()
+        replies = [await reader.readline() for _ in range(3)]
+    finally:
+        writer.close()
+    refusal = replies[-1]
+    assert refusal.startswith(b"550 5.1.1 ") and refusal.endswith(b"\r\n"), replies
+    assert all(32 <= byte < 127 or byte == 9 for byte in refusal[:-2]), refusal
+    assert b"x\\x00y\\x1b\\x7f@nowhere.test" in refusal
+    assert served.calls == []
+
+
 async def test_oversize_gets_552_with_and_without_size(served: Wired) -> None:
     big = MAIL + (b"y" * 998 + b"\r\n") * (LIMIT // 1000 + 5)
 

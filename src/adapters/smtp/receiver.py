@@ -25,6 +25,7 @@ import contextlib
 import logging
 import mailbox as mailbox_lib
 import os
+import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,9 +106,14 @@ class RecipientMap:
         return self._domains.get(normal.rpartition("@")[2])
 
 
+# RFC 5321 §4.2: reply text is TAB and printable US-ASCII only.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    """Client-supplied text made safe to echo in a reply: one line, printable ASCII, escaped."""
+    flat = " ".join(text.split())[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", flat)
 
 
 class _Protocol(SMTP):
