@@ -94,6 +94,17 @@ def safe_filename(name: str) -> str:
 _log = logging.getLogger(__name__)
 
 
+def _same_message(a: EmailContent, b: EmailContent) -> bool:
+    """The same message delivered twice: trace headers may differ, what it says may not."""
+    return (
+        a.from_ == b.from_
+        and a.subject == b.subject
+        and a.text == b.text
+        and a.html == b.html
+        and [x.id for x in a.attachments] == [x.id for x in b.attachments]
+    )
+
+
 def _without(user_data: UserData, key: str) -> UserData:
     if key not in user_data:
         return user_data  # records are immutable: the same dict may be shared
@@ -136,7 +147,7 @@ class IngestResult:
     """What became of an inbound message."""
 
     interaction_id: str
-    duplicate: bool = False  # the same Message-ID was already ingested into this mailbox
+    duplicate: bool = False  # this message was already ingested into this mailbox
     automatic: str | None = None
     problems: tuple[str, ...] = ()
     parent_id: str | None = None
@@ -438,12 +449,14 @@ class InteractionService:
         """An inbound RFC 5322 message becomes a waiting ``InboundNew`` interaction.
 
         The raw bytes are stored first (nothing is lost, even when parsing finds problems).
-        Re-ingesting a Message-ID into the same mailbox returns the existing interaction. A
-        customer's answer to a mail we sent is linked to it (parent, contact) and prefers the
-        agent who handled it. Automatic mail is flagged and parked in ``automatic_queue``.
-        Raises ``MessageRefused`` for a message over the size limit (kind ``too_large``) and
-        for input that is not a mail at all (empty, or no header field: kind ``invalid``); the
-        raw bytes of the latter are kept in the attachment store all the same.
+        Re-ingesting a message into the same mailbox (same Message-ID and the same content: a
+        relay's or a poller's retry) returns the existing interaction; a different message that
+        reuses a Message-ID is kept as a new one, noted. A customer's answer to a mail we sent
+        is linked to it (parent, contact) and prefers the agent who handled it. Automatic mail
+        is flagged and parked in ``automatic_queue``. Raises ``MessageRefused`` for a message
+        over the size limit (kind ``too_large``) and for input that is not a mail at all
+        (empty, or no header field: kind ``invalid``); the raw bytes of the latter are kept in
+        the attachment store all the same.
         """
         limits = self.config.ingest_limits
         if len(raw) > limits.max_message_bytes:
@@ -462,10 +475,19 @@ class InteractionService:
         now = self.clock.now()
 
         def run(uow: UnitOfWork) -> IngestResult:
+            problems = parsed.problems
+            data = user_data
             if email.message_id:
                 existing = uow.interactions.by_message_id(email.message_id, box)
                 if existing is not None and existing.direction is Direction.INBOUND:
-                    return IngestResult(existing.id, duplicate=True, parent_id=existing.parent_id)
+                    if _same_message(existing.email, email):
+                        return IngestResult(
+                            existing.id, duplicate=True, parent_id=existing.parent_id
+                        )
+                    # Nothing accepted is dropped: a sender reusing an id gets a new interaction.
+                    note = f"Message-ID {email.message_id} already used by {existing.id}"
+                    problems = (*problems, note)
+                    data = {**user_data, "MessageIdReusedFrom": existing.id}
             parent = self._answered(uow, email)
             interaction = Interaction(
                 id=self.ids.interaction_id(),
@@ -475,7 +497,7 @@ class InteractionService:
                 ),
                 mailbox=box,
                 email=email,
-                user_data=user_data,
+                user_data=data,
                 contact_id=(
                     parent.contact_id
                     if parent and parent.contact_id
@@ -492,7 +514,7 @@ class InteractionService:
             return IngestResult(
                 stored.id,
                 automatic=parsed.automatic,
-                problems=parsed.problems,
+                problems=problems,
                 parent_id=stored.parent_id,
             )
 

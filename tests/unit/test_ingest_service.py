@@ -51,6 +51,22 @@ def test_same_message_id_same_mailbox_is_idempotent() -> None:
     assert not other_box.duplicate
 
 
+def test_a_different_message_reusing_a_message_id_is_kept_not_dropped() -> None:
+    """Found by fuzzing the receiver: it was acknowledged (250) and silently dropped as a
+    duplicate. A retry (same content, other trace headers) is still one interaction."""
+    h = make()
+    first = h.ingest(raw())
+    retry = h.ingest(b"Received: from relay2.example by mx.example\r\n" + raw())
+    assert retry.duplicate and retry.interaction_id == first.interaction_id
+    other = h.ingest(raw(subject="Something else", body="Another question"))
+    assert not other.duplicate and other.interaction_id != first.interaction_id
+    assert any("Message-ID <m1@example.org> already used" in p for p in other.problems)
+    kept = h.interaction(other.interaction_id)
+    assert kept.email.subject == "Something else"
+    assert kept.user_data["MessageIdReusedFrom"] == first.interaction_id
+    assert len(h.store) == 2
+
+
 def test_customer_answer_is_threaded_and_prefers_the_last_agent() -> None:
     h = make()
     h.set_channel("alice")
