@@ -279,7 +279,7 @@ def main() -> int:
     parser.add_argument(
         "--patch",
         default="",
-        help="experiment only: run-time patches in server.py (notify, mail; comma-separated)",
+        help="experiment only: run-time patches in server.py (mail, gc, uvloop; comma-separated)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -9,13 +9,10 @@ outside ``/api/v2/me``: the auth middleware (an ``@app.middleware("http")`` func
 runs for it, sees the path and calls the endpoint straight away, so it skips authentication.
 Nothing under ``src/`` is changed.
 
-Experiments (never for the headline figures): ``BENCH_PATCHES=notify[,mail]`` patches, at run
-time, the two wake-ups that profiling found (see docs/performance.md, "HTTP API"):
+Experiments (never for the headline figures): ``BENCH_PATCHES=mail[,gc,uvloop]`` patches
+the server at run time (see docs/performance.md, "HTTP API"; the dispatcher's self-wake that an
+earlier ``notify`` patch tested is fixed in the product):
 
-* ``notify``: the notification dispatcher's own core calls no longer wake the dispatchers.
-  ``CoreRunner.run`` wakes every dispatcher after every call, including the dispatcher's own
-  ``pending_notifications``/``mark_notifications_done`` calls, so the dispatcher wakes itself
-  and re-reads the outbox forever, even when the server is idle.
 * ``mail``: the mail dispatcher is woken only after a commit that queued mail, not after every
   core call (each wake is a ``pending_mail`` query on a worker thread).
 * ``uvloop``: run on uvloop. ``cli.serve`` calls ``asyncio.run(uvicorn.Server(config).serve())``,
@@ -33,7 +30,6 @@ import sys
 from typing import Any
 
 from adapters.server import bootstrap, cli
-from adapters.server.runtime import NotificationDispatcher
 from adapters.sqlite import SqliteStore
 
 CONSTANT_PATH = "/bench/constant"
@@ -49,8 +45,6 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
         return {"status": "ok"}
 
     patches = {p for p in os.environ.get("BENCH_PATCHES", "").split(",") if p}
-    if "notify" in patches:
-        NotificationDispatcher.drain_once = _drain_without_wake  # type: ignore[method-assign]
     if "mail" in patches:
         _wake_mail_only_after_queued_mail(server)
     if "gc" in patches:
@@ -59,23 +53,6 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
     if patches:
         print(f"bench: experimental run-time patches: {sorted(patches)}", flush=True)
     return server
-
-
-async def _drain_without_wake(self: NotificationDispatcher) -> int:
-    """``NotificationDispatcher.drain_once`` with the core calls made without the wake-ups."""
-    loop = asyncio.get_running_loop()
-    executor = self._core._executor
-    total = 0
-    while True:
-        batch = await loop.run_in_executor(executor, self._store.pending_notifications, 0, 500)
-        if not batch:
-            return total
-        for notification in batch:
-            self._notifier.publish(notification)
-        seqs = [n.seq for n in batch]
-        await loop.run_in_executor(executor, self._store.mark_notifications_done, seqs)
-        total += len(batch)
-        self.published += len(batch)
 
 
 def _wake_mail_only_after_queued_mail(server: bootstrap.Server) -> None:

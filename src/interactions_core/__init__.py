@@ -1,10 +1,13 @@
 """interactions-core: the e-mail interaction domain of a GWS-style contact-centre agent API.
 
-Framework-free: no web framework, database driver or SMTP library is imported here. Adapters
-plug into the ports (``interactions_core.ports``); ``interactions_core.testing`` has in-memory
-ones and a ``Harness`` for unit tests.
+Framework-free: no web framework, database driver or SMTP library is imported here. ``Engine``
+runs the core (service, router, outbox draining, timers) on ports (``interactions_core.ports``);
+``interactions_core.memory`` implements every port in memory; ``interactions_core.testing`` has
+the ``Harness`` for unit tests and, in ``testing.contracts``, the contract suites that prove an
+adapter (they need pytest: ``pip install interactions-core[testing]``).
 """
 
+from .engine import Engine, PumpReport, TickReport
 from .errors import (
     ConcurrencyConflict,
     InteractionNotFound,
@@ -16,7 +19,9 @@ from .errors import (
     Refused,
     TooLarge,
 )
-from .lifecycle import State, capabilities, to_mermaid
+from .handlers import Context
+from .intake import IngestResult
+from .lifecycle import Lifecycle, State, capabilities, to_mermaid
 from .model import (
     Address,
     Attachment,
@@ -26,9 +31,14 @@ from .model import (
     Interaction,
     InteractionStateMessage,
 )
-from .operations import Operation, parse_operation
+from .operations import Operation, OperationModel, parse_operation
+from .outbox import OutboxContractError, RetryPolicy
 from .ports import Agent, Notification, OutgoingMail
-from .service import InteractionService, OperationResult, ServiceConfig
+from .registry import OperationRegistry, OperationSpec
+from .results import OperationResult, Result
+from .routing import RoutingConfig
+from .service import InteractionService, ServiceConfig
+from .wire import InteractionMessage
 
 __all__ = [
     "Address",
@@ -36,24 +46,38 @@ __all__ = [
     "Attachment",
     "AttachmentInfo",
     "ConcurrencyConflict",
+    "Context",
     "EmailContent",
     "EmailObject",
+    "Engine",
+    "IngestResult",
     "Interaction",
+    "InteractionMessage",
     "InteractionNotFound",
     "InteractionService",
     "InteractionStateMessage",
     "InteractionsError",
     "InvalidAddress",
     "InvalidRequest",
+    "Lifecycle",
     "NotFound",
     "Notification",
     "Operation",
+    "OperationModel",
     "OperationNotAllowed",
+    "OperationRegistry",
     "OperationResult",
+    "OperationSpec",
+    "OutboxContractError",
     "OutgoingMail",
+    "PumpReport",
     "Refused",
+    "Result",
+    "RetryPolicy",
+    "RoutingConfig",
     "ServiceConfig",
     "State",
+    "TickReport",
     "TooLarge",
     "capabilities",
     "parse_operation",

@@ -11,8 +11,6 @@ for the look of nested quotes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import html as _html
 import re
 from collections.abc import Collection, Iterable
@@ -33,6 +31,8 @@ from .model import (
     has_line_break,
     inline_attachments,
 )
+from .rfc5322 import MAX_REFERENCES, bound_references, msg_id, msg_ids
+from .rfc5322 import decode_encoded_words as decode_subject
 
 __all__ = [
     "DEFAULT_FORWARD_PREFIX",
@@ -60,91 +60,12 @@ __all__ = [
 DEFAULT_REPLY_PREFIX = "Re: "
 DEFAULT_FORWARD_PREFIX = "Fwd: "
 DEFAULT_INDENT = "> "
-# Mutt writes the newest 10; helpdesks (Zammad) write every article id. 20 keeps long threads
-# linked without letting the header grow without bound.
-MAX_REFERENCES = 20
 
 FORWARD_SEPARATOR = "---------- Forwarded message ---------"
 BLOCKQUOTE_STYLE = "margin:0 0 0 .8ex;border-left:1px solid #ccc;padding-left:1ex"
 
 
-# --------------------------------------------------------------------------- RFC 2047
-
-# RFC 2047 §2: =?charset?encoding?encoded-text?= ; an RFC 2231 §5 language suffix ("*en") may
-# follow the charset. Encoded text is printable ASCII without "?" or space.
-_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([!->@-~]*)\?=")
-_Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
-
-
-def _word_bytes(encoding: str, text: str) -> bytes | None:
-    """The octets of one encoded word, or None when they cannot be recovered."""
-    data = text.encode("ascii")
-    if encoding in "Qq":
-        # RFC 2047 §4.2: "_" is a space, "=XX" an octet.
-        return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), data.replace(b"_", b" "))
-    data += b"=" * (-len(data) % 4)  # senders often drop the padding
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _to_text(data: bytes, charset: str) -> str:
-    """Bytes to text in the declared charset; an unknown or broken charset falls back to UTF-8."""
-    try:
-        return data.decode(charset, "replace")
-    except (LookupError, UnicodeError, ValueError, TypeError):
-        # LookupError: unknown charset or a non-text codec ("base64"); UnicodeError: codecs
-        # such as "idna" that only decode strictly.
-        return data.decode("utf-8", "replace")
-
-
-def decode_subject(subject: str) -> str:
-    """Decode RFC 2047 encoded-words, so prefixes can be recognised and tags compared.
-
-    Unchanged when there is none. Never raises: a malformed word stays as written, an unknown
-    charset is read as UTF-8. Adjacent words are joined without the whitespace between them
-    (RFC 2047 §6.2), and their octets are decoded together when they share a charset, because
-    some senders split a multi-byte character across two words.
-    """
-    if "=?" not in subject:
-        return subject
-    out: list[str] = []
-    pending = b""
-    pending_charset = ""
-    previous_was_word = False
-    pos = 0
-
-    for match in _ENCODED_WORD.finditer(subject):
-        gap = subject[pos : match.start()]
-        pos = match.end()
-        charset, encoding, text = match.groups()
-        data = _word_bytes(encoding, text)
-        if data is None:
-            if pending:
-                out.append(_to_text(pending, pending_charset))
-                pending = b""
-            out.append(gap + match.group(0))
-            previous_was_word = False
-            continue
-        if not (previous_was_word and not gap.strip()):
-            if pending:
-                out.append(_to_text(pending, pending_charset))
-                pending = b""
-            out.append(gap)
-        charset = charset.lower()
-        if pending and charset != pending_charset:
-            out.append(_to_text(pending, pending_charset))
-            pending = b""
-        pending += data
-        pending_charset = charset
-        previous_was_word = True
-
-    if pending:
-        out.append(_to_text(pending, pending_charset))
-    out.append(subject[pos:])
-    return "".join(out)
-
+# --------------------------------------------------------------------------- display
 
 _BREAKS = re.compile(f"[{HEADER_BREAKS}]+")
 
@@ -372,60 +293,37 @@ def reply_recipients(
 
 # --------------------------------------------------------------------------- threading
 
-# RFC 5322 §3.6.4 msg-id: "<" id-left "@" id-right ">". Parsed leniently (whitespace just inside
-# the brackets, obsolete forms) but an id must have an "@" and no whitespace.
-_BRACKETED_ID = re.compile(r"<\s*([^<>\s]+@[^<>\s]+)\s*>")
-_SIMPLE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
-_BARE_ID = re.compile(r"[^<>\s,;]+@[^<>\s,;]+")
-
-
-def _msg_ids(value: str | None) -> list[str]:
-    """The msg-ids in a header value, as "<...>"; phrases of pre-2822 mail are dropped."""
-    if not value:
-        return []
-    if _SIMPLE_ID.fullmatch(value):  # the usual case: exactly one well-formed "<left@right>"
-        return [value]
-    if "<" in value or ">" in value:
-        return ["<" + inner + ">" for inner in _BRACKETED_ID.findall(value)]
-    return ["<" + token + ">" for token in _BARE_ID.findall(value)]
-
 
 def thread_headers(
     parent: EmailContent, max_references: int = MAX_REFERENCES
 ) -> tuple[str | None, tuple[str, ...]]:
     """In-Reply-To and References for a reply to ``parent`` (RFC 5322 §3.6.4).
 
-    References keeps the first id (the thread root) and the newest ones: clients thread on the
-    root and on the parent, which stays last.
+    Ids are read by the one rule of ``rfc5322`` (an id without "@", such as ``<abc>``, is
+    kept: the parent's client threads on it). References keeps the first id (the thread root)
+    and the newest ones (``rfc5322.bound_references``): clients thread on the root and on the
+    parent, which stays last.
     """
-    own_ids = _msg_ids(parent.message_id)
-    message_id = own_ids[0] if own_ids else None
+    own = msg_id(parent.message_id)
+    message_id = own.id if own is not None else None
 
     chain: list[str] = []
     for item in parent.references:
-        chain.extend(_msg_ids(item))
+        chain.extend(msg_ids(item, bare=True))
     if not chain:
-        replied_to = _msg_ids(parent.in_reply_to)
+        replied_to = msg_ids(parent.in_reply_to, bare=True)
         if len(replied_to) == 1:
             chain = replied_to
 
     seen: set[str] = set()
     ordered: list[str] = []
-    for msg_id in chain:
-        if msg_id != message_id and msg_id not in seen:
-            seen.add(msg_id)
-            ordered.append(msg_id)
+    for found in chain:
+        if found != message_id and found not in seen:
+            seen.add(found)
+            ordered.append(found)
     if message_id is not None:
         ordered.append(message_id)
-
-    if max_references <= 0:
-        return message_id, ()
-    if len(ordered) > max_references:
-        if max_references == 1:
-            ordered = ordered[-1:]  # the parent matters most
-        else:
-            ordered = ordered[:1] + ordered[len(ordered) - (max_references - 1) :]
-    return message_id, tuple(ordered)
+    return message_id, tuple(bound_references(ordered, max_references))
 
 
 # --------------------------------------------------------------------------- quoting
@@ -620,16 +518,18 @@ def compose_reply(
     quote: bool,
     start_line: str | None = None,
     indent: str | None = None,
+    max_references: int = MAX_REFERENCES,
 ) -> EmailContent:
     """The draft of a Reply/ReplyAll: addressed, threaded, optionally quoting the original.
 
-    ``start_line=None`` means the attribution line; "" means none. The mailbox is always treated
+    ``start_line=None`` means the attribution line; "" means none. ``max_references`` bounds
+    the References (``ServiceConfig.max_references``). The mailbox is always treated
     as one of our own addresses. The text starts with an empty line for the agent to type on,
     which also puts the blank line reply parsers need above the quote.
     """
     own = own | {mailbox.key} if isinstance(own, frozenset) else {*own, mailbox.key}
     recipients = reply_recipients(original, reply_all=reply_all, own=own)
-    in_reply_to, references = thread_headers(original)
+    in_reply_to, references = thread_headers(original, max_references)
     prefix = DEFAULT_REPLY_PREFIX if subject_prefix is None else subject_prefix
     text = html = ""
     inline: tuple[Attachment, ...] = ()

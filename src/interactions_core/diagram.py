@@ -8,19 +8,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .lifecycle import STATES, capabilities, to_mermaid
+from .lifecycle import DEFAULT, Lifecycle
 
 
-def render_page() -> str:
+def render_page(lifecycle: Lifecycle = DEFAULT) -> str:
+    """The lifecycle page: its diagram and the capabilities of every state. An engine with
+    custom operations renders its own (``Engine.lifecycle``)."""
     rows = "\n".join(
-        f"| `{s}` | {', '.join(f'`{c}`' for c in capabilities(s)) or '—'} |" for s in STATES
+        f"| `{s}` | {', '.join(f'`{c}`' for c in lifecycle.capabilities(s)) or '—'} |"
+        for s in lifecycle.states
     )
     return (
         "# Interaction lifecycle\n\n"
         "Generated from the one shared `transitions` machine "
         "(`python -m interactions_core.diagram docs/lifecycle.md`); do not edit by hand.\n"
         "System triggers are in italics; `[outbound]` / `[returning]` are conditions.\n\n"
-        "```mermaid\n" + to_mermaid() + "```\n\n"
+        "```mermaid\n" + lifecycle.to_mermaid() + "```\n\n"
         "## Capabilities per state\n\n"
         "Computed from the machine: the agent operations it accepts in that state. A "
         "notification carries them only to the agent entitled to act (the owner; the invitee "
@@ -33,7 +36,7 @@ def render_page() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        sys.stdout.write(to_mermaid())
+        sys.stdout.write(DEFAULT.to_mermaid())
         return 0
     Path(args[0]).write_text(render_page(), encoding="utf-8")
     return 0

@@ -13,7 +13,7 @@ There is no second hand-kept list; a test proves it for every state.
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from transitions import Machine, MachineError
@@ -115,6 +115,13 @@ TRANSITIONS: Final[tuple[tuple[str, list[Any], str | None, str | None], ...]] = 
 )
 
 
+# A transition as users write one: (trigger, sources, destination or None, condition or None).
+TransitionRow = tuple[str, Sequence[str], str | None, str | None]
+# The facts a conditional transition may look at (the ``_Holder``'s two condition methods).
+CONDITIONS: Final = frozenset({"outbound", "returning"})
+FINAL_STATES: Final = (State.COMPLETED, State.SENT, State.CANCELLED)
+
+
 class _Holder:
     """The state holder a trigger runs on: lives for one call, never registered."""
 
@@ -132,103 +139,180 @@ class _Holder:
         return self._returning
 
 
-def _build() -> Machine:
-    machine = Machine(
-        model=None,
-        states=list(STATES),
-        initial=State.NEW,
-        auto_transitions=False,
-        send_event=False,
-    )
-    for trigger, sources, dest, condition in TRANSITIONS:
-        machine.add_transition(
-            trigger, sources, dest, conditions=[condition] if condition else None
-        )
-    return machine
-
-
-MACHINE: Final = _build()
-_EVENTS: Final = MACHINE.events
-
-
-def _inert(machine: Machine) -> frozenset[tuple[str, str]]:
-    """(trigger, state) pairs whose only transition is internal and bare: no destination, no
-    condition, no callback. Firing one changes nothing; ``transitions`` would only walk its
-    empty callback lists, so ``fire`` answers those from the machine's definition directly."""
-    machine_hooks = (
-        machine.prepare_event,
-        machine.before_state_change,
-        machine.after_state_change,
-        machine.finalize_event,
-    )
-    if any(machine_hooks):
-        return frozenset()
-    inert: set[tuple[str, str]] = set()
-    for trigger, event in machine.events.items():
-        for source, options in event.transitions.items():
-            if len(options) == 1 and _bare_internal(options[0]):
-                inert.add((trigger, source))
-    return frozenset(inert)
-
-
 def _bare_internal(transition: Any) -> bool:
     return transition.dest is None and not (
         transition.conditions or transition.prepare or transition.before or transition.after
     )
 
 
-_INERT: Final = _inert(MACHINE)
+class Lifecycle:
+    """One ``transitions`` machine and what is derived from it: ``fire``, the capabilities of
+    each state, the Mermaid diagram.
+
+    ``DEFAULT`` is the seed's lifecycle. ``extended`` gives a new one with more transitions
+    and agent operations (a custom operation, see ``registry``): the default is never
+    mutated, so two engines in one process may run different lifecycles.
+    """
+
+    def __init__(
+        self,
+        transitions: Iterable[TransitionRow] = TRANSITIONS,
+        agent_operations: Sequence[str] = AGENT_OPERATIONS,
+        system_triggers: Sequence[str] = SYSTEM_TRIGGERS,
+        states: Sequence[str] = STATES,
+    ) -> None:
+        self.transitions: tuple[TransitionRow, ...] = tuple(
+            (t, tuple(src), dest, cond) for t, src, dest, cond in transitions
+        )
+        self.agent_operations = tuple(agent_operations)
+        self.system_triggers = tuple(system_triggers)
+        self.states = tuple(states)
+        self._check()
+        self.machine = self._build()
+        self._events = self.machine.events
+        self._inert = self._find_inert()
+        self._triggers: dict[str, frozenset[str]] = {}
+        self._capabilities: dict[str, tuple[str, ...]] = {}
+
+    def _check(self) -> None:
+        known = set(self.states)
+        for trigger, sources, dest, condition in self.transitions:
+            unknown = [s for s in (*sources, *([dest] if dest else [])) if s not in known]
+            if unknown:
+                raise ValueError(f"transition {trigger!r} names unknown states {unknown}")
+            if condition is not None and condition not in CONDITIONS:
+                raise ValueError(
+                    f"transition {trigger!r}: condition {condition!r} is not one of "
+                    f"{sorted(CONDITIONS)}"
+                )
+        overlap = set(self.agent_operations) & set(self.system_triggers)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} cannot be both agent and system triggers")
+
+    def _build(self) -> Machine:
+        machine = Machine(
+            model=None,
+            states=list(self.states),
+            initial=State.NEW,
+            auto_transitions=False,
+            send_event=False,
+        )
+        for trigger, sources, dest, condition in self.transitions:
+            machine.add_transition(
+                trigger, list(sources), dest, conditions=[condition] if condition else None
+            )
+        return machine
+
+    def _find_inert(self) -> frozenset[tuple[str, str]]:
+        """(trigger, state) pairs whose only transition is internal and bare: no destination,
+        no condition, no callback. Firing one changes nothing; ``transitions`` would only walk
+        its empty callback lists, so ``fire`` answers those from the definition directly."""
+        machine = self.machine
+        machine_hooks = (
+            machine.prepare_event,
+            machine.before_state_change,
+            machine.after_state_change,
+            machine.finalize_event,
+        )
+        if any(machine_hooks):
+            return frozenset()
+        inert: set[tuple[str, str]] = set()
+        for trigger, event in machine.events.items():
+            for source, options in event.transitions.items():
+                if len(options) == 1 and _bare_internal(options[0]):
+                    inert.add((trigger, source))
+        return frozenset(inert)
+
+    def extended(
+        self, transitions: Iterable[TransitionRow], agent_operations: Sequence[str] = ()
+    ) -> Lifecycle:
+        """This lifecycle plus ``transitions``; ``agent_operations`` join the capabilities."""
+        ops = (
+            *self.agent_operations,
+            *(o for o in agent_operations if o not in self.agent_operations),
+        )
+        return Lifecycle((*self.transitions, *transitions), ops, self.system_triggers, self.states)
+
+    def fire(
+        self, trigger: str, state: str, *, outbound: bool = False, returning: bool = False
+    ) -> str:
+        """Apply ``trigger`` to ``state``; the new state, or ``OperationNotAllowed``."""
+        if (trigger, state) in self._inert:
+            return state
+        event = self._events.get(trigger)
+        if event is None:
+            raise OperationNotAllowed(trigger, state, self.capabilities(state))
+        holder = _Holder(state, outbound, returning)
+        try:
+            done = event.trigger(holder)
+        except (MachineError, ValueError):
+            done = False
+        if not done:
+            raise OperationNotAllowed(trigger, state, self.capabilities(state))
+        return holder.state
+
+    def triggers(self, state: str) -> frozenset[str]:
+        """Every trigger (agent or system) the machine accepts in ``state``."""
+        found = self._triggers.get(state)
+        if found is None:
+            found = self._triggers[state] = frozenset(self.machine.get_triggers(state))
+        return found
+
+    def capabilities(self, state: str) -> tuple[str, ...]:
+        """The agent operations the machine allows in ``state``: the seed's ``capabilities``."""
+        found = self._capabilities.get(state)
+        if found is None:
+            allowed = self.triggers(state)
+            found = tuple(op for op in self.agent_operations if op in allowed)
+            self._capabilities[state] = found
+        return found
+
+    def is_allowed(self, trigger: str, state: str) -> bool:
+        return trigger in self.triggers(state)
+
+    def to_mermaid(self) -> str:
+        """The machine as a Mermaid ``stateDiagram-v2`` (system triggers in italics)."""
+        lines = ["stateDiagram-v2", f"    [*] --> {State.NEW}"]
+        seen: set[tuple[str, str, str]] = set()
+        for trigger, sources, dest, condition in self.transitions:
+            label = f"<i>{trigger}</i>" if trigger in self.system_triggers else trigger
+            if condition:
+                label += f" [{condition}]"
+            for source in sources:
+                target = dest or source
+                key = (source, target, label)
+                if key in seen:
+                    continue
+                seen.add(key)
+                lines.append(f"    {source} --> {target}: {label}")
+        for final in FINAL_STATES:
+            lines.append(f"    {final} --> [*]")
+        return "\n".join(lines) + "\n"
+
+
+DEFAULT: Final = Lifecycle()
+MACHINE: Final = DEFAULT.machine
+_INERT: Final = DEFAULT._inert
 
 
 def fire(trigger: str, state: str, *, outbound: bool = False, returning: bool = False) -> str:
-    """Apply ``trigger`` to ``state``; return the new state or raise ``OperationNotAllowed``."""
-    if (trigger, state) in _INERT:
-        return state
-    event = _EVENTS.get(trigger)
-    if event is None:
-        raise OperationNotAllowed(trigger, state, capabilities(state))
-    holder = _Holder(state, outbound, returning)
-    try:
-        done = event.trigger(holder)
-    except (MachineError, ValueError):
-        done = False
-    if not done:
-        raise OperationNotAllowed(trigger, state, capabilities(state))
-    return holder.state
+    """``DEFAULT.fire``: apply ``trigger`` to ``state`` or raise ``OperationNotAllowed``."""
+    return DEFAULT.fire(trigger, state, outbound=outbound, returning=returning)
 
 
-@cache
 def triggers(state: str) -> frozenset[str]:
-    """Every trigger (agent or system) the machine accepts in ``state``."""
-    return frozenset(MACHINE.get_triggers(state))
+    return DEFAULT.triggers(state)
 
 
-@cache
 def capabilities(state: str) -> tuple[str, ...]:
-    """The agent operations the machine allows in ``state`` — the seed's ``capabilities``."""
-    allowed = triggers(state)
-    return tuple(op for op in AGENT_OPERATIONS if op in allowed)
+    """The agent operations the default lifecycle allows in ``state``."""
+    return DEFAULT.capabilities(state)
 
 
 def is_allowed(trigger: str, state: str) -> bool:
-    return trigger in triggers(state)
+    return DEFAULT.is_allowed(trigger, state)
 
 
 def to_mermaid() -> str:
-    """The machine as a Mermaid ``stateDiagram-v2`` (system triggers in italics)."""
-    lines = ["stateDiagram-v2", f"    [*] --> {State.NEW}"]
-    seen: set[tuple[str, str, str]] = set()
-    for trigger, sources, dest, condition in TRANSITIONS:
-        label = f"<i>{trigger}</i>" if trigger in SYSTEM_TRIGGERS else trigger
-        if condition:
-            label += f" [{condition}]"
-        for source in sources:
-            target = dest or source
-            key = (source, target, label)
-            if key in seen:
-                continue
-            seen.add(key)
-            lines.append(f"    {source} --> {target}: {label}")
-    for final in (State.COMPLETED, State.SENT, State.CANCELLED):
-        lines.append(f"    {final} --> [*]")
-    return "\n".join(lines) + "\n"
+    """The default lifecycle as a Mermaid ``stateDiagram-v2``."""
+    return DEFAULT.to_mermaid()

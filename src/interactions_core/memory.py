@@ -52,6 +52,9 @@ class InMemoryStore:
     def unit_of_work(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self)
 
+    def close(self) -> None:
+        """Nothing to release: the data lives as long as this object (idempotent)."""
+
     # -- outbox reader
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
         with self._lock:
@@ -220,6 +223,9 @@ class InMemoryAttachmentStore:
     def get(self, content_id: str) -> bytes:
         return self._blobs[content_id]
 
+    def close(self) -> None:
+        """Nothing to release: the bytes live as long as this object (idempotent)."""
+
 
 class ManualClock:
     """A clock that only moves when told: timeouts are tested without sleeping."""
@@ -305,4 +311,5 @@ class RecordingTransport:
             raise TransientMailError(str(error))
         self.sent.append(mail)
 
-
+    def close(self) -> None:
+        """Nothing to release (idempotent); what was sent stays in ``sent``."""

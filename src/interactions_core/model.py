@@ -33,6 +33,8 @@ from pydantic import (
     model_serializer,
 )
 
+from .wire import AttachmentWire, InteractionMessage
+
 # Floats are finite: JSON has no NaN or Infinity (RFC 8259 §6), and such a value could be
 # neither stored nor sent back to a client.
 UserDataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool
@@ -206,9 +208,9 @@ class Attachment(BaseModel):
     mimetype: str
     content_id: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> AttachmentWire:
         """The seed's attachment object; ``contentId`` only when the part has one."""
-        info: dict[str, Any] = {
+        info: AttachmentWire = {
             "id": self.id,
             "name": self.name,
             "size": self.size,
@@ -320,7 +322,7 @@ class Interaction(BaseModel):
     def to_message(self, capabilities: Iterable[str]) -> InteractionStateMessage:
         return InteractionStateMessage.from_interaction(self, capabilities)
 
-    def to_wire(self, capabilities: Iterable[str], state: str | None = None) -> dict[str, Any]:
+    def to_wire(self, capabilities: Iterable[str], state: str | None = None) -> InteractionMessage:
         return render_message(self, tuple(capabilities), state)
 
 
@@ -412,7 +414,7 @@ def _iso(value: datetime) -> str:
 
 def render_message(
     interaction: Interaction, capabilities: tuple[str, ...], state: str | None = None
-) -> dict[str, Any]:
+) -> InteractionMessage:
     """The wire dict of an ``InteractionStateMessage``, built directly.
 
     This is the hot path of every notification, so it skips pydantic; a test proves the result
@@ -471,5 +473,5 @@ class InteractionView:
         self.capabilities = capabilities
         self.state = state
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> InteractionMessage:
         return render_message(self.interaction, self.capabilities, self.state)

@@ -8,14 +8,17 @@ member knows its canonical name (the lifecycle trigger and capability).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -36,10 +39,42 @@ AddressInput = str | list[str]
 MAX_TEXT = 10 * 1024 * 1024
 
 
-class _Operation(BaseModel):
+class OperationModel(BaseModel):
+    """The base of every operation's request model, built-in or custom.
+
+    A subclass declares ``operation_name: Literal["Name", ...] = Field("Name",
+    alias="operationName")``; the first spelling is its ``canonical`` name (the lifecycle
+    trigger and the capability) unless the class sets ``canonical`` itself. Unknown fields are
+    refused (``extra="forbid"``) and the model is frozen.
+    """
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     canonical: ClassVar[str]
     creates_interaction: ClassVar[bool] = False
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "canonical" not in cls.__dict__ and "operation_name" in cls.model_fields:
+            # Not resolvable yet (postponed annotations): registering it says what is wrong.
+            with contextlib.suppress(TypeError):
+                cls.canonical = spellings(cls)[0]
+
+
+def spellings(model: type[BaseModel]) -> tuple[str, ...]:
+    """The ``operationName`` values a model accepts (its ``Literal``), canonical first."""
+    field = model.model_fields.get("operation_name")
+    if field is None or field.alias != "operationName":
+        raise TypeError(
+            f"{model.__name__} needs an operation_name field with alias 'operationName'"
+        )
+    names = get_args(field.annotation)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{model.__name__}.operation_name must be a Literal of strings")
+    return tuple(names)
+
+
+_Operation = OperationModel
 
 
 class Accept(_Operation):
@@ -65,7 +100,7 @@ class Reply(_ReplyBase):
 
     canonical: ClassVar[str] = "Reply"
     operation_name: Literal["Reply"] = Field("Reply", alias="operationName")
-    quote_original: bool = Field(False, alias="quoteOriginal")
+    quote_original: StrictBool = Field(False, alias="quoteOriginal")
 
 
 class ReplyAll(_ReplyBase):
@@ -73,7 +108,7 @@ class ReplyAll(_ReplyBase):
 
     canonical: ClassVar[str] = "ReplyAll"
     operation_name: Literal["ReplyAll"] = Field("ReplyAll", alias="operationName")
-    quote_original: bool = Field(True, alias="quoteOriginal")
+    quote_original: StrictBool = Field(True, alias="quoteOriginal")
 
 
 class Forward(_Operation):
@@ -272,34 +307,9 @@ Operation = Annotated[_ON_AN_INTERACTION | CreateEmail, Field(discriminator="ope
 
 OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
 
-OPERATION_NAMES: tuple[str, ...] = (
-    "Accept",
-    "Reject",
-    "Reply",
-    "ReplyAll",
-    "Forward",
-    "CancelReply",
-    "CancelReplyEmail",
-    "Cancel",
-    "Send",
-    "Transfer",
-    "StopProcessing",
-    "Complete",
-    "PlaceInQueue",
-    "PlaceInWorkbin",
-    "Pull",
-    "UpdateProperties",
-    "LinkAttachment",
-    "CreateEmail",
-)
-
 
 def _where(loc: tuple[int | str, ...]) -> str:
-    # Drop the union tag pydantic puts first ("Reply", ...) so paths read like the JSON.
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in OPERATION_NAMES:
-        parts = parts[1:]
-    return ".".join(parts) or "body"
+    return ".".join(str(p) for p in loc) or "body"
 
 
 MAX_JSON_DEPTH = 64
@@ -366,22 +376,38 @@ def _shown(where: str) -> str:
     return (where or "body").encode("utf-8", "backslashreplace").decode()
 
 
-def parse_operation(body: Any) -> Operation:
-    """Parse a wire body (a dict as on the wire) into one operation, or raise ``InvalidRequest``
-    listing every problem."""
+BUILTIN_MODELS: Mapping[str, type[OperationModel]] = {
+    name: model
+    for model in (*_ON_AN_INTERACTION.__args__, CreateEmail)
+    for name in spellings(model)
+}
+"""Every built-in spelling of ``operationName`` -> its request model."""
+
+OPERATION_NAMES: tuple[str, ...] = tuple(BUILTIN_MODELS)
+
+
+def parse_with(models: Mapping[str, type[OperationModel]], body: Any) -> OperationModel:
+    """Parse a wire body (a dict as on the wire) into the model its ``operationName`` names
+    in ``models``, or raise ``InvalidRequest`` listing every problem. The one parser of
+    operation bodies: built-in (``parse_operation``) and registered ones alike."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object with an operationName")
     refuse_unrepresentable(body)
     name = body.get("operationName")
     if name is None:
-        raise InvalidRequest("Missing operationName", [f"one of: {', '.join(OPERATION_NAMES)}"])
-    if not isinstance(name, str) or name not in OPERATION_NAMES:
+        raise InvalidRequest("Missing operationName", [f"one of: {', '.join(models)}"])
+    model = models.get(name) if isinstance(name, str) else None
+    if model is None:
         shown = repr(name)[:80]
-        raise InvalidRequest(
-            f"Unknown operationName {shown}", [f"one of: {', '.join(OPERATION_NAMES)}"]
-        )
+        raise InvalidRequest(f"Unknown operationName {shown}", [f"one of: {', '.join(models)}"])
     try:
-        return OPERATION_ADAPTER.validate_python(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         problems = [f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
         raise InvalidRequest(f"Invalid {name} request", problems) from None
+
+
+def parse_operation(body: Any) -> Operation:
+    """Parse a wire body into one built-in operation, or raise ``InvalidRequest`` listing every
+    problem. (An engine with custom operations parses with its own registry.)"""
+    return cast("Operation", parse_with(BUILTIN_MODELS, body))

@@ -1,27 +1,45 @@
 """Draining the outbox after commit: notifications to the notifier, mail to the transport.
 
-These are the synchronous drains the in-memory harness and simple embeddings use; the server's
-async dispatchers (``adapters``) follow the same rules: an entry is marked done only after it
-was handed over, a transient mail failure is rescheduled with exponential backoff and jitter up
-to a maximum age, a permanent one fails the outbound interaction and tells its agent.
+The rules are written once, here, and every driver uses them: ``Engine.pump`` (synchronous,
+for tests and simple embeddings) and the server's asyncio dispatchers (``adapters.runtime``,
+``adapters.smtp.dispatcher``), which only add scheduling and concurrency:
+
+* ``NotificationDrain``: entries are published in ``seq`` order and marked done only after
+  they were handed over. A reader that breaks the port's contract (an entry without its
+  ``seq``, or a batch that does not move forward) is an ``OutboxContractError``, never a loop.
+* ``MailDrain.settle``: what becomes of a mail after one delivery attempt. Sent: marked sent.
+  A transient failure (and any unexpected error: nothing is dropped) is rescheduled with
+  exponential backoff and jitter until the mail is ``max_age`` old, then it fails. A permanent
+  failure first fails the outbound interaction (``on_permanent_failure``, idempotent) and then
+  marks the entry failed, so a crash in between repeats the idempotent call, never loses it.
 """
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from .ports import (
     Clock,
     MailEntry,
     MailTransport,
+    Notification,
     Notifier,
     OutboxReader,
     PermanentMailError,
     TransientMailError,
 )
+
+_log = logging.getLogger(__name__)
+
+
+class OutboxContractError(RuntimeError):
+    """An ``OutboxReader`` broke its documented contract (see ``ports.OutboxReader``)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,12 @@ class RetryPolicy:
     max_delay: timedelta = timedelta(minutes=15)
     max_age: timedelta = timedelta(days=2)
     jitter: float = 0.2  # +/- this fraction, so a relay outage does not end in a stampede
+
+    def __post_init__(self) -> None:
+        if self.first_delay <= timedelta(0) or self.max_delay < self.first_delay:
+            raise ValueError("RetryPolicy needs 0 < first_delay <= max_delay")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("RetryPolicy.jitter must be in [0, 1)")
 
     def next_attempt(
         self, entry: MailEntry, now: datetime, rng: Callable[[], float] = random.random
@@ -43,17 +67,136 @@ class RetryPolicy:
         return when
 
 
+class NotificationDrain:
+    """Reads pending notifications in ``seq`` order, hands them over, marks them done.
+
+    ``take`` and ``ack`` touch the store; ``publish`` only the notifier. A synchronous driver
+    calls ``run``; an asyncio driver calls ``take`` and ``ack`` where its store calls run and
+    ``publish`` on its event loop, with the same checks.
+    """
+
+    def __init__(self, reader: OutboxReader, notifier: Notifier, limit: int = 500) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.reader = reader
+        self.notifier = notifier
+        self.limit = limit
+        self.published = 0
+
+    def take(self, after_seq: int = 0) -> list[Notification]:
+        """The next batch (seq > ``after_seq``), checked: every entry carries its positive
+        seq, strictly increasing."""
+        batch = self.reader.pending_notifications(after_seq, self.limit)
+        last = after_seq
+        for n in batch:
+            if n.seq <= last:
+                raise OutboxContractError(
+                    f"{type(self.reader).__name__}.pending_notifications({after_seq}) returned "
+                    f"seq {n.seq} after {last}: every entry must carry its positive seq, in "
+                    "increasing order, all > after_seq (ports.OutboxReader)"
+                )
+            last = n.seq
+        return batch
+
+    def publish(self, batch: Sequence[Notification]) -> None:
+        for n in batch:
+            self.notifier.publish(n)
+
+    def ack(self, batch: Sequence[Notification]) -> None:
+        if batch:
+            self.reader.mark_notifications_done([n.seq for n in batch])
+            self.published += len(batch)
+
+    def run(self) -> int:
+        """Publish everything pending, batch by batch; returns how many were published. Each
+        batch must move past the previous one, so a reader that ignores ``mark_*`` cannot make
+        this loop forever."""
+        total, last = 0, 0
+        while True:
+            batch = self.take(last)
+            if not batch:
+                return total
+            self.publish(batch)
+            self.ack(batch)
+            total += len(batch)
+            last = batch[-1].seq
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+class MailDrain:
+    """The delivery rules: what the store records after each attempt to send one mail."""
+
+    def __init__(
+        self,
+        reader: OutboxReader,
+        clock: Clock,
+        on_permanent_failure: Callable[[MailEntry, str], None],
+        policy: RetryPolicy | None = None,
+        rng: Callable[[], float] = random.random,
+        limit: int = 100,
+    ) -> None:
+        self.reader = reader
+        self.clock = clock
+        self.on_permanent_failure = on_permanent_failure
+        self.policy = policy or RetryPolicy()
+        self.rng = rng
+        self.limit = limit
+
+    def due(self, limit: int | None = None) -> list[MailEntry]:
+        return self.reader.pending_mail(self.clock.now(), limit or self.limit)
+
+    def settle(self, entry: MailEntry, error: BaseException | None) -> Outcome:
+        """Record the attempt: ``error`` None = handed over."""
+        if error is None:
+            self.reader.mark_mail_sent(entry.seq)
+            return Outcome.SENT
+        reason = str(error) or type(error).__name__
+        if isinstance(error, PermanentMailError):
+            return self.fail(entry, reason)
+        if not isinstance(error, TransientMailError):  # a bug or an unmapped error: keep it
+            _log.error("mail transport raised %s for mail %s", type(error).__name__, entry.seq)
+            reason = f"{type(error).__name__}: {error}"
+        when = self.policy.next_attempt(entry, self.clock.now(), self.rng)
+        if when is None:
+            return self.fail(entry, f"gave up after {entry.attempts + 1} attempts: {reason}")
+        self.reader.reschedule_mail(entry.seq, when, reason)
+        return Outcome.RETRY
+
+    def fail(self, entry: MailEntry, reason: str) -> Outcome:
+        try:
+            # The interaction first (idempotent): a crash before the mark repeats it, harmlessly.
+            self.on_permanent_failure(entry, reason)
+        except Exception:
+            _log.exception("on_permanent_failure failed for mail %s; tried again later", entry.seq)
+            self.reader.reschedule_mail(
+                entry.seq, self.clock.now() + self.policy.first_delay, reason
+            )
+            return Outcome.RETRY
+        self.reader.mark_mail_failed(entry.seq, reason)
+        return Outcome.FAILED
+
+    def run(self, transport: MailTransport) -> Counter[Outcome]:
+        """Hand every due mail to a synchronous ``transport`` once; returns how many were
+        sent, rescheduled and failed."""
+        outcomes: Counter[Outcome] = Counter()
+        for entry in self.due():
+            try:
+                transport.send(entry.mail)
+            except Exception as exc:
+                outcomes[self.settle(entry, exc)] += 1
+                continue
+            outcomes[self.settle(entry, None)] += 1
+        return outcomes
+
+
 def drain_notifications(store: OutboxReader, notifier: Notifier, limit: int = 500) -> int:
     """Publish pending notifications in sequence order; returns how many were published."""
-    total = 0
-    while True:
-        batch = store.pending_notifications(limit=limit)
-        if not batch:
-            return total
-        for notification in batch:
-            notifier.publish(notification)
-        store.mark_notifications_done([n.seq for n in batch])
-        total += len(batch)
+    return NotificationDrain(store, notifier, limit).run()
 
 
 def drain_mail(
@@ -65,26 +208,5 @@ def drain_mail(
     limit: int = 100,
 ) -> int:
     """Hand every due mail to ``transport`` once; returns how many were sent."""
-    policy = policy or RetryPolicy()
-    sent = 0
-    for entry in store.pending_mail(due_before=clock.now(), limit=limit):
-        try:
-            transport.send(entry.mail)
-        except TransientMailError as exc:
-            now = clock.now()
-            when = policy.next_attempt(entry, now)
-            if when is None:
-                reason = f"gave up after {entry.attempts + 1} attempts: {exc}"
-                on_permanent_failure(entry, reason)
-                store.mark_mail_failed(entry.seq, reason)
-            else:
-                store.reschedule_mail(entry.seq, when, str(exc))
-            continue
-        except PermanentMailError as exc:
-            # Interaction first (idempotent): a crash in between retries, never loses the failure.
-            on_permanent_failure(entry, str(exc))
-            store.mark_mail_failed(entry.seq, str(exc))
-            continue
-        store.mark_mail_sent(entry.seq)
-        sent += 1
-    return sent
+    drain = MailDrain(store, clock, on_permanent_failure, policy, limit=limit)
+    return drain.run(transport)[Outcome.SENT]

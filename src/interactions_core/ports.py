@@ -1,7 +1,14 @@
 """Ports: what the core needs from the outside world, as ``typing.Protocol``.
 
-Each is the minimum its user needs. Adapters (``adapters.sqlite``, ``adapters.smtp``,
-``adapters.cometd``...) implement them; ``interactions_core.testing`` ships in-memory versions.
+Each is the minimum its user needs, and each method's docstring is its contract. Adapters
+(``adapters.sqlite``, ``adapters.smtp``, ``adapters.cometd``...) implement them;
+``interactions_core.memory`` holds in-memory implementations of every one, and
+``interactions_core.testing.contracts`` the test suites that prove an implementation keeps
+these contracts (``StoreContract``, ``AttachmentStoreContract``, ``MailTransportContract``,
+``NotifierContract``...): subclass one with a factory for your adapter.
+
+Every port with resources has an idempotent ``close()``: it releases them, a second call does
+nothing, and nothing already committed or stored is lost by it.
 """
 
 from __future__ import annotations
@@ -60,11 +67,14 @@ class OutgoingMail(BaseModel):
 
     @property
     def envelope_recipients(self) -> tuple[str, ...]:
+        """To, Cc and Bcc addresses, in that order: whom the mail is handed over for."""
         return tuple(a.addr for a in (*self.to, *self.cc, *self.bcc))
 
 
 class WireMessage(Protocol):
-    def to_wire(self) -> dict[str, Any]: ...
+    def to_wire(self) -> dict[str, Any]:
+        """The message as JSON-compatible data (what a client receives)."""
+        ...
 
 
 class RawMessage(BaseModel):
@@ -75,11 +85,16 @@ class RawMessage(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
+        """``data``, as given."""
         return self.data
 
 
 class Notification(BaseModel):
-    """A message for one agent on one topic, committed with the change that caused it."""
+    """A message for one agent on one topic, committed with the change that caused it.
+
+    ``seq`` is 0 until the notification is committed; one read back from an ``OutboxReader``
+    carries the positive ``seq`` the store gave it (see ``OutboxReader``).
+    """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -89,12 +104,17 @@ class Notification(BaseModel):
     seq: int = 0
 
     def to_wire(self) -> dict[str, Any]:
+        """The payload in wire form: what the agent's client receives."""
         data: dict[str, Any] = self.payload.to_wire()
         return data
 
 
 class MailEntry(BaseModel):
-    """A mail in the outbox with its delivery bookkeeping."""
+    """A mail in the outbox with its delivery bookkeeping.
+
+    ``queued_at`` is the store clock's time at commit, and so is the first ``next_attempt_at``;
+    ``attempts`` counts the ``reschedule_mail`` calls, ``last_error`` holds the latest one's.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -110,17 +130,32 @@ class MailEntry(BaseModel):
 
 
 class InteractionRepository(Protocol):
-    def get(self, interaction_id: str) -> Interaction | None: ...
+    """The interactions as one unit of work sees them.
+
+    Every read sees what was committed before it plus this unit of work's own staged writes
+    (read your writes), and nothing another unit of work has not committed yet. Lists are new
+    lists: changing one changes nothing stored.
+    """
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        """The interaction with that id as this unit of work sees it, or ``None``."""
+        ...
 
     def add(self, interaction: Interaction) -> Interaction:
-        """Store a new interaction; returns it at version 1."""
+        """Store a new interaction; returns it at version 1 (whatever version it had).
+
+        Raises ``ConcurrencyConflict`` when the id exists already (committed, or added in this
+        unit of work): at once, or at commit when another unit of work committed it since.
+        """
         ...
 
     def update(self, interaction: Interaction) -> Interaction:
         """Store a change made to ``interaction`` as loaded; returns it at version + 1.
 
         Raises ``ConcurrencyConflict`` at commit (or earlier) when the stored version is no
-        longer ``interaction.version``: never a lost update.
+        longer ``interaction.version``: never a lost update. Updates chain inside one unit of
+        work (update the returned copy again); updating from a stale copy, or an interaction
+        that does not exist, conflicts.
         """
         ...
 
@@ -129,43 +164,74 @@ class InteractionRepository(Protocol):
 
         For a transaction that depends on an interaction it does not change (a reply depends
         on its parent's state): a concurrent change of it makes the commit raise
-        ``ConcurrencyConflict``, while the interaction itself keeps its version.
+        ``ConcurrencyConflict``, while the interaction itself keeps its version. Checked
+        against this unit of work's own writes too: expecting a version it replaced conflicts.
         """
         ...
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
-        """Interactions owned by, or offered to, ``agent_id``, ordered by (received_at, id)."""
+        """Interactions owned by, or offered to, ``agent_id``, ordered by (received_at, id).
+
+        Owned: ``owner == agent_id``; offered: ``offer.agent_id == agent_id``. Having handled
+        one before (``last_agent``) is neither.
+        """
         ...
 
     def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
-        """Interactions waiting in ``queue``, oldest first (the routing order)."""
+        """Interactions waiting in ``queue``, oldest first (the routing order).
+
+        Waiting: ``current_queue == queue`` and ``state`` in ``lifecycle.WAITING_STATES``
+        (nothing else, whatever its queue fields say). Ordered by (received_at, id); at most
+        ``limit`` of them (``None``: all, 0: none).
+        """
         ...
 
     def in_workbin(self, workbin: str) -> list[Interaction]:
-        """Interactions in ``workbin``, ordered by (received_at, id)."""
+        """Interactions whose ``workbin`` is ``workbin``, ordered by (received_at, id)."""
         ...
 
     def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
-        """The first stored interaction with that Message-ID (in ``mailbox`` when given)."""
+        """The first stored interaction with that Message-ID (in ``mailbox`` when given).
+
+        First stored: the earliest added (commit order; within one unit of work, the order of
+        its ``add`` calls), not the earliest received. ``None`` when there is none.
+        """
         ...
 
 
 class Outbox(Protocol):
-    def add_notification(self, notification: Notification) -> None: ...
+    """What a unit of work queues, committed (or discarded) together with its interactions."""
 
-    def add_mail(self, mail: OutgoingMail) -> None: ...
+    def add_notification(self, notification: Notification) -> None:
+        """Queue a notification; it gets its ``seq`` at commit (a ``seq`` given is ignored)."""
+        ...
+
+    def add_mail(self, mail: OutgoingMail) -> None:
+        """Queue a mail; at commit it gets its ``seq``, and ``queued_at`` = ``next_attempt_at``
+        = the store clock's time."""
+        ...
 
 
 class UnitOfWork(Protocol):
-    """One transaction: interactions changed, notifications and mail queued, all or nothing."""
+    """One transaction: interactions changed, notifications and mail queued, all or nothing.
+
+    Used by one thread at a time; any number may be open at once (optimistic concurrency: a
+    conflict is found at commit, or earlier, and never written).
+    """
 
     @property
-    def interactions(self) -> InteractionRepository: ...
+    def interactions(self) -> InteractionRepository:
+        """The interactions, as this unit of work sees them."""
+        ...
 
     @property
-    def outbox(self) -> Outbox: ...
+    def outbox(self) -> Outbox:
+        """Where this unit of work queues notifications and mail."""
+        ...
 
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """The unit of work itself."""
+        ...
 
     def __exit__(
         self,
@@ -176,51 +242,166 @@ class UnitOfWork(Protocol):
         """Roll back whatever was not committed."""
         ...
 
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Write everything staged at once, or nothing.
 
-    def rollback(self) -> None: ...
+        Raises ``ConcurrencyConflict`` (and writes nothing: no interaction, no outbox entry)
+        when an interaction added, updated or expected is no longer at the version it was
+        staged against. After a commit the unit of work is empty and may be used again; a
+        commit with nothing staged does nothing.
+        """
+        ...
+
+    def rollback(self) -> None:
+        """Discard everything staged; the unit of work may be used again."""
+        ...
 
 
 class OutboxReader(Protocol):
-    """What the dispatchers read after commit, each entry marked done once handled."""
+    """What the dispatchers read after commit, each entry marked done once handled.
 
-    def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]: ...
+    **seq.** Every outbox entry, notification or mail, gets its ``seq`` at commit: a positive
+    integer (never 0), unique among all entries of the store, strictly increasing in commit
+    order (within one commit: its notifications, then its mail, each in the order added), and
+    never reused, not even once every entry before it is done or the store was reopened.
 
-    def mark_notifications_done(self, seqs: Sequence[int]) -> None: ...
+    Only committed entries are ever returned; an entry marked done is never returned again.
+    Marking is idempotent: a ``mark_*`` or ``reschedule_mail`` call on a seq that is unknown,
+    of the other kind, or already done (sent or failed) is a no-op, never an error.
+    """
 
-    def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]: ...
+    def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
+        """Notifications not yet done with ``seq > after_seq``, in ``seq`` order, at most
+        ``limit``.
 
-    def mark_mail_sent(self, seq: int) -> None: ...
+        Each returned ``Notification`` MUST carry its own ``seq``. A drain reads the next
+        batch after the last ``seq`` of the previous one and marks entries done by ``seq``: a
+        reader that returns notifications with seq 0 (the default) would make a drain read the
+        same batch forever, and is refused by ``outbox.NotificationDrain``
+        (``OutboxContractError``).
+        """
+        ...
 
-    def reschedule_mail(self, seq: int, next_attempt_at: datetime, error: str) -> None: ...
+    def mark_notifications_done(self, seqs: Sequence[int]) -> None:
+        """These notifications were handed over: never return them again. Unknown seqs,
+        mail seqs and seqs already done are ignored; an empty ``seqs`` does nothing."""
+        ...
 
-    def mark_mail_failed(self, seq: int, error: str) -> None: ...
+    def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]:
+        """Mail neither sent nor failed that is due, in ``seq`` order, at most ``limit``.
+
+        Due: ``next_attempt_at <= due_before`` (inclusive; callers pass their clock's now). A
+        new entry is due from its commit; a rescheduled one from its new ``next_attempt_at``.
+        """
+        ...
+
+    def mark_mail_sent(self, seq: int) -> None:
+        """The mail was handed over: done, never returned again. No-op when ``seq`` is unknown
+        or already done (sent or failed)."""
+        ...
+
+    def reschedule_mail(self, seq: int, next_attempt_at: datetime, error: str) -> None:
+        """An attempt failed, to be tried again: ``attempts`` + 1, ``next_attempt_at`` and
+        ``last_error`` set (``queued_at`` kept). No-op when ``seq`` is unknown or done."""
+        ...
+
+    def mark_mail_failed(self, seq: int, error: str) -> None:
+        """The mail will never be sent (``error`` says why): done, never returned again.
+        No-op when ``seq`` is unknown or already done (sent or failed)."""
+        ...
 
 
 class Store(OutboxReader, Protocol):
-    def unit_of_work(self) -> UnitOfWork: ...
+    """Interactions and their outbox, read and written through units of work."""
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new, empty unit of work (a context manager rolling back what it did not commit).
+
+        Safe to call from any thread; each unit of work is then used by one thread at a time.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources (connections, files, threads).
+
+        Idempotent: a second call does nothing. Nothing committed is lost: a durable store
+        opened again on the same data finds every committed interaction and outbox entry (done
+        or pending, as marked), and its seqs continue above every seq it ever gave. Call it once
+        no unit of work is in flight; the store is not used after it (what it then does is the
+        implementation's, e.g. raise).
+        """
+        ...
 
 
 # --------------------------------------------------------------------------- the rest
 
 
 class AttachmentStore(Protocol):
+    """Attachment bytes, content-addressed: an id names exactly one sequence of bytes."""
+
     def put(self, data: bytes) -> str:
-        """Store bytes; return their content id (the same bytes give the same id)."""
+        """Store bytes; return their content id (the same bytes give the same id).
+
+        Different bytes give different ids; storing bytes again is a no-op returning the same
+        id. The id is a non-empty string of ASCII letters, digits, ``-``, ``_`` or ``.`` (it
+        goes into URLs and file names). Any bytes are kept exactly, the empty ones included.
+        Raises ``errors.TooLarge`` for data over the store's size limit, storing nothing.
+        Returns once the bytes are stored (durably, for a durable store).
+        """
         ...
 
     def get(self, content_id: str) -> bytes:
-        """Raise ``KeyError`` when unknown."""
+        """The bytes ``put`` stored under ``content_id``, exactly.
+
+        Raises ``KeyError`` when unknown, for any string (a malformed id, or one naming a path,
+        is unknown too: never another error).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources. Idempotent; nothing stored is lost by it."""
         ...
 
 
 class Notifier(Protocol):
-    def publish(self, notification: Notification) -> None: ...
+    """Hands committed notifications to the agents' live clients (best effort, never blocking)."""
+
+    def publish(self, notification: Notification) -> None:
+        """Deliver ``notification.to_wire()`` on ``notification.topic`` to the live
+        subscribers of ``notification.agent_id``, and to no other agent's.
+
+        Never raises for an agent with no subscriber, and never waits for one (the
+        notification is then dropped: the state is in the store, and a client reloads it
+        after it connects). The order of the notifications published for one agent is the
+        order they arrive in (for calls made one after the other, from any thread).
+        ``notification.seq`` may serve as the message's id.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the notifier's resources; idempotent. It is not used after it."""
+        ...
 
 
 class MailTransport(Protocol):
+    """Hands mail over to its next hop (a relay, a local mailbox), synchronously."""
+
     def send(self, mail: OutgoingMail) -> None:
-        """Hand one mail to the relay. Raise ``TransientMailError`` or ``PermanentMailError``."""
+        """Hand one mail to the relay. Raise ``TransientMailError`` or ``PermanentMailError``.
+
+        Returns once the next hop took responsibility for the mail (a relay's 250 to DATA, a
+        file written). The message carries exactly ``mail``'s From, To, Cc, Reply-To,
+        Subject, Date, In-Reply-To, References and Message-ID (``mail.message_id``, never a
+        new one: a retry of the same ``OutgoingMail`` is the same message), its text and HTML
+        bodies and its attachments; its recipients are To, Cc and Bcc, and Bcc is in no
+        header. Raises ``TransientMailError`` when it may succeed later (peer unreachable,
+        timeout, 4xx) and ``PermanentMailError`` when it never will; the drains treat any
+        other exception as transient, but a transport does not rely on that.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the transport's connections; idempotent. Nothing handed over is lost."""
         ...
 
 
@@ -233,11 +414,15 @@ class PermanentMailError(Exception):
 
 
 class Clock(Protocol):
-    def now(self) -> datetime: ...
+    def now(self) -> datetime:
+        """The current time, timezone-aware (UTC for the core's own clocks)."""
+        ...
 
 
 class IdGenerator(Protocol):
-    def interaction_id(self) -> str: ...
+    def interaction_id(self) -> str:
+        """A new interaction id, never given before."""
+        ...
 
     def message_id(self, domain: str) -> str:
         """A new RFC 5322 §3.6.4 msg-id, with its angle brackets."""
@@ -246,6 +431,10 @@ class IdGenerator(Protocol):
 
 @runtime_checkable
 class AgentDirectory(Protocol):
-    def get(self, agent_id: str) -> Agent | None: ...
+    def get(self, agent_id: str) -> Agent | None:
+        """The agent with that id, or ``None`` when there is none."""
+        ...
 
-    def agents(self) -> Iterable[Agent]: ...
+    def agents(self) -> Iterable[Agent]:
+        """Every agent (each once, in no particular order)."""
+        ...

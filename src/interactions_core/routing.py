@@ -27,7 +27,9 @@ from .errors import InteractionsError, InvalidRequest, NotFound
 from .lifecycle import WAITING_STATES, State
 from .model import Direction, Interaction
 from .ports import TOPIC_CHANNELS, Agent, Notification, RawMessage
+from .results import Result
 from .service import InteractionService
+from .wire import AgentState, ChannelStateMessage, UserState
 
 CHANNEL = "email"
 READY = "Ready"
@@ -39,8 +41,10 @@ class RoutingConfig:
     offer_timeout: timedelta = timedelta(seconds=60)
     # Queue name -> skill an agent needs to be offered its interactions.
     queue_skills: Mapping[str, str] = field(default_factory=dict)
-    # Queues the router never offers from (e.g. automatic mail, an archive process).
-    unrouted_queues: frozenset[str] = frozenset({"Automatic"})
+    # Queues the router never offers from (an archive, a queue another process works on), in
+    # addition to the service's ``automatic_queue``, which is never routed and is configured
+    # once, in ``ServiceConfig``.
+    unrouted_queues: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -65,10 +69,10 @@ class _Waiting:
     preferred: str | None
 
 
-def channel_message(agent_id: str, presence: Presence) -> dict[str, Any]:
+def channel_message(agent_id: str, presence: Presence) -> ChannelStateMessage:
     """``/me/channels`` payload, in the shape of GWS's agent-state query (reference §1.3)."""
     state = READY if presence.ready else NOT_READY
-    user_state: dict[str, Any] = {"state": state, "displayName": state}
+    user_state: UserState = {"state": state, "displayName": state}
     if presence.reason:
         user_state["reason"] = presence.reason
     return {
@@ -82,6 +86,7 @@ class Router:
     def __init__(self, service: InteractionService, config: RoutingConfig | None = None) -> None:
         self.service = service
         self.config = config or RoutingConfig()
+        self._unrouted = self.config.unrouted_queues | {service.config.automatic_queue}
         self._presence: dict[str, Presence] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._queues: dict[str, list[tuple[datetime, str]]] = {}
@@ -143,7 +148,7 @@ class Router:
             touched.add(holder)
 
     def _track_waiting(self, i: Interaction) -> None:
-        if i.state not in WAITING_STATES or i.current_queue in self.config.unrouted_queues:
+        if i.state not in WAITING_STATES or i.current_queue in self._unrouted:
             self._waiting.pop(i.id, None)
             return
         skill = i.required_skill or self.config.queue_skills.get(i.current_queue or "", "")
@@ -174,13 +179,13 @@ class Router:
 
     # ------------------------------------------------------------------ channel
 
-    def set_channel_state(self, agent_id: str, channel: str, body: Any) -> dict[str, Any]:
+    def set_channel_state(self, agent_id: str, channel: str, body: Any) -> Result:
         """``POST /me/channels/{channel}`` in wire form: the seed's ok / error response."""
         try:
             self.change_channel_state(agent_id, channel, body)
         except InteractionsError as exc:
-            return {"status": "error", "errorDescription": exc.description}
-        return {"status": "ok"}
+            return Result.failed(exc)
+        return Result(status="ok")
 
     def change_channel_state(self, agent_id: str, channel: str, body: Any) -> None:
         """``{"operationName": "Ready" | "NotReady", "reason": ...}``; raises typed errors."""
@@ -209,7 +214,7 @@ class Router:
         self._notify_channel(p)
         self.route()
 
-    def agent_state(self, agent_id: str) -> dict[str, Any]:
+    def agent_state(self, agent_id: str) -> AgentState:
         """``GET /me``: the agent and its channel states."""
         p = self.presence(agent_id)
         message = channel_message(agent_id, p)
@@ -228,7 +233,7 @@ class Router:
                 Notification(
                     agent_id=p.agent.id,
                     topic=TOPIC_CHANNELS,
-                    payload=RawMessage(data=channel_message(p.agent.id, p)),
+                    payload=RawMessage(data=dict(channel_message(p.agent.id, p))),
                 )
             )
             uow.commit()
@@ -302,9 +307,10 @@ class Router:
             chosen = min(skipped)[2]
         return chosen
 
-    def expire_offers(self) -> int:
-        """Revoke offers older than the timeout (``Revoked`` to the invitee); returns the count."""
-        now = self.service.clock.now()
+    def expire_offers(self, now: datetime | None = None) -> int:
+        """Revoke offers whose deadline is at or before ``now`` (default: the clock's now):
+        ``Revoked`` to the invitee. Returns the count."""
+        now = now or self.service.clock.now()
         revoked = 0
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, iid = heapq.heappop(self._deadlines)
@@ -318,9 +324,9 @@ class Router:
             revoked += 1
         return revoked
 
-    def tick(self) -> tuple[int, int]:
-        """One timer step for the server: expire offers, then route. Returns (revoked, offered)."""
-        revoked = self.expire_offers()
+    def tick(self, now: datetime | None = None) -> tuple[int, int]:
+        """One timer step: expire offers, then route. Returns (revoked, offered)."""
+        revoked = self.expire_offers(now)
         return revoked, self.route()
 
     def next_deadline(self) -> datetime | None:

@@ -156,6 +156,15 @@ def message_id_without_brackets() -> bytes:
     )
 
 
+def message_id_without_at() -> bytes:
+    """``<abc>``: not an RFC 5322 msg-id, but the sender's client threads on it."""
+    return crlf(
+        "From: c@example.org\nTo: support@example.com\nSubject: x\n"
+        "Date: Mon, 05 Jan 2026 10:00:00 +0000\nMessage-ID: <abc>\n"
+        "In-Reply-To: <parent>\nReferences: <root@example.org> <parent>\n\nbody\n"
+    )
+
+
 def unparseable_date() -> bytes:
     return crlf(
         "From: c@example.org\nTo: support@example.com\nSubject: x\n"
@@ -370,6 +379,7 @@ STORED: dict[str, Callable[[], bytes]] = {
         broken_addresses,
         garbage_threading,
         message_id_without_brackets,
+        message_id_without_at,
         unparseable_date,
         long_header_line,
         no_boundary_multipart,
@@ -505,6 +515,18 @@ EXPECTED: dict[str, Expect] = {
     ),
     "message_id_without_brackets": Expect(
         problems=("without angle brackets",), checks={"message_id": "<bare-id@example.org>"}
+    ),
+    "message_id_without_at": Expect(
+        problems=(
+            "Message-ID <abc> is not an RFC 5322 msg-id",
+            "In-Reply-To holds 1 id(s) that are not RFC 5322 msg-ids: kept",
+            "References holds 1 id(s) that are not RFC 5322 msg-ids: kept",
+        ),
+        checks={
+            "message_id": "<abc>",
+            "in_reply_to": "<parent>",
+            "references": "('<root@example.org>', '<parent>')",
+        },
     ),
     "unparseable_date": Expect(problems=("unparseable Date",)),
     "long_header_line": Expect(problems=("header line over 998 octets",)),

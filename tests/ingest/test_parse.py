@@ -18,6 +18,7 @@ from interactions_core.ingest import (
     unflow,
 )
 from interactions_core.model import Address
+from interactions_core.rfc5322 import MAX_REFERENCES
 from interactions_core.testing import InMemoryAttachmentStore
 
 HEAD = (
@@ -117,6 +118,13 @@ def test_a_domain_decoded_into_mojibake_is_dropped_not_kept() -> None:
         ),
         ("In-Reply-To: <a@x> <b@x>\r\n", "<m1@example.org>", "<a@x>", ()),
         ("References:\r\n <r1@x>\r\n\t<r2@x>\r\n", "<m1@example.org>", None, ("<r1@x>", "<r2@x>")),
+        (  # ids without "@" are kept (and noted): the sender's client threads on them
+            "In-Reply-To: <p>\r\nReferences: <r@x> <p>\r\n",
+            "<m1@example.org>",
+            "<p>",
+            ("<r@x>", "<p>"),
+        ),
+        ("References: <bad id@x> <ok@x> <\x01@x>\r\n", "<m1@example.org>", None, ("<ok@x>",)),
     ],
 )
 def test_threading_ids(
@@ -124,6 +132,44 @@ def test_threading_ids(
 ) -> None:
     e = parse(mail(headers)).email
     assert (e.message_id, e.in_reply_to, e.references) == (message_id, in_reply_to, references)
+
+
+@pytest.mark.parametrize(
+    ("value", "message_id", "notes"),
+    [
+        ("<m1@example.org>", "<m1@example.org>", ()),
+        ("<abc>", "<abc>", ("Message-ID <abc> is not an RFC 5322 msg-id (<left@right>): kept",)),
+        ("<a..b@x>", "<a..b@x>", ("Message-ID <a..b@x> is not an RFC 5322 msg-id",)),
+        ("bare@x", "<bare@x>", ("Message-ID without angle brackets",)),
+        ("abc", None, ("unusable Message-ID",)),
+        ("<a b@x>", None, ("unusable Message-ID",)),
+    ],
+)
+def test_message_id_rule(value: str, message_id: str | None, notes: tuple[str, ...]) -> None:
+    result = parse(mail(head=HEAD.replace("<m1@example.org>", value)))
+    assert result.email.message_id == message_id
+    for note in notes:
+        assert any(p.startswith(note) for p in result.problems), result.problems
+    if not notes:
+        assert result.problems == ()
+
+
+def test_references_bound_keeps_the_first_and_the_newest() -> None:
+    ids = [f"<r{i}@x>" for i in range(30)]
+    result = parse(mail("References: " + " ".join(ids) + "\r\n"))
+    assert result.email.references == (ids[0], *ids[-(MAX_REFERENCES - 1) :])
+    assert "References holds 30 ids: the first and the newest kept" in result.problems
+
+
+def test_an_id_without_at_sign_is_used_for_duplicate_detection() -> None:
+    from interactions_core.ports import Agent
+    from interactions_core.testing import Harness
+
+    h = Harness(agents=[Agent(id="alice", mailboxes=("support@example.com",))])
+    raw = mail(head=HEAD.replace("<m1@example.org>", "<abc>"))
+    first = h.service.ingest(raw, mailbox="support@example.com")
+    again = h.service.ingest(b"Received: from relay2\r\n" + raw, mailbox="support@example.com")
+    assert again.duplicate and again.interaction_id == first.interaction_id
 
 
 def test_date() -> None:
@@ -249,6 +295,8 @@ def test_attachments_stored_through_the_port() -> None:
         ('attachment; filename="C:\\\\Users\\\\x\\\\evil.exe"', "evil.exe"),
         ('attachment; filename="../../.."', "attachment-1.bin"),
         ("attachment", "attachment-1.bin"),
+        # rfc5322.safe_filename: at most 255 UTF-8 octets, the extension kept
+        ('attachment; filename="' + "a" * 300 + '.pdf"', "a" * 251 + ".pdf"),
     ],
 )
 def test_rfc2231_and_safe_filenames(disposition: str, name: str) -> None:

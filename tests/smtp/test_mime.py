@@ -150,6 +150,55 @@ def test_malformed_threading_ids_are_dropped_not_sent() -> None:
     assert msg["References"] == "<ok@x>"
 
 
+def test_threading_ids_without_at_sign_are_sent() -> None:
+    """``<abc>`` is no RFC 5322 msg-id, but the parent's client threads on it: it is written."""
+    mail = BASE.model_copy(update={"in_reply_to": "<abc>", "references": ("<root@x>", "<abc>")})
+    built = build_message(mail)
+    assert b"\r\nIn-Reply-To: <abc>\r\nReferences: <root@x> <abc>\r\n" in head(built.data)
+
+
+def test_long_threading_ids_are_written_verbatim() -> None:
+    """Python 3.11 folds In-Reply-To/References as unstructured text: an id longer than a line
+    came out RFC 2047-encoded (``=?utf-8?q?=3CAM0PR...``), breaking the thread with Outlook."""
+    long_id = (
+        "<AM0PR01MB6571D2C8B0E4A1F2C3D4E5F6A7B8C9D0E1F2A3B4C5@"
+        "AM0PR01MB6571.eurprd01.prod.exchangelabs.com>"
+    )
+    chain = (*(f"<r{i}@example.org>" for i in range(8)), long_id)
+    built = build_message(BASE.model_copy(update={"in_reply_to": long_id, "references": chain}))
+    block = head(built.data)
+    assert f"\r\nIn-Reply-To: {long_id}\r\n".encode() in block
+    assert f"\r\n {long_id}\r\n".encode() in block  # References: folded before it, not inside
+    assert all(len(line) <= 78 or long_id.encode() in line for line in block.split(b"\r\n"))
+    msg = message_from_bytes(built.data, policy=policy.default)
+    assert str(msg["In-Reply-To"]) == long_id
+    assert str(msg["References"]).split() == list(chain)
+
+
+def test_a_reply_all_to_an_id_without_at_sign_is_threaded_on_the_wire() -> None:
+    from interactions_core.ports import Agent
+    from interactions_core.testing import Harness
+
+    h = Harness(agents=[Agent(id="alice", mailboxes=("support@example.com",))])
+    raw = (
+        b"From: Jane <jane@example.org>\r\nTo: support@example.com, bob@example.org\r\n"
+        b"Subject: hi\r\nMessage-ID: <abc>\r\nReferences: <root@example.org>\r\n\r\nHello\r\n"
+    )
+    result = h.service.ingest(raw, mailbox="support@example.com")
+    assert any("Message-ID <abc> is not an RFC 5322 msg-id" in p for p in result.problems)
+    iid = result.interaction_id
+    assert iid is not None
+    h.service.offer(iid, "alice")
+    assert h.service.execute_wire("alice", iid, {"operationName": "Accept"})["status"] == "ok"
+    reply = h.service.execute_wire("alice", iid, {"operationName": "ReplyAll"})
+    draft = reply["replyInteractionId"]
+    assert h.service.execute_wire("alice", draft, {"operationName": "Send"})["status"] == "ok"
+    (entry,) = h.store.pending_mail(h.clock.now())
+    msg = message_from_bytes(build_message(entry.mail).data, policy=policy.default)
+    assert msg["In-Reply-To"] == "<abc>"
+    assert str(msg["References"]).split() == ["<root@example.org>", "<abc>"]
+
+
 def test_invalid_message_id_refused() -> None:
     with pytest.raises(MimeError):
         build_message(BASE.model_copy(update={"message_id": "no-brackets@x"}))

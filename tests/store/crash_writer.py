@@ -63,6 +63,9 @@ class LoggingNotifier:
         wire = notification.to_wire()
         self._log(op="published", seq=notification.seq, id=wire["id"], state=wire["state"])
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class LoggingTransport:
     def __init__(self, log: Log) -> None:
@@ -70,6 +73,9 @@ class LoggingTransport:
 
     def send(self, mail: OutgoingMail) -> None:
         self._log(op="mailed", id=mail.interaction_id, message_id=mail.message_id)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def main(argv: list[str]) -> int:

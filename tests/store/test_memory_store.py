@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from interactions_core.memory import InMemoryStore, ManualClock
 from interactions_core.ports import Store
-from interactions_core.testing import InMemoryStore, ManualClock
-
-from .contract import StoreContract
+from interactions_core.testing.contracts import StoreContract
 
 
 class TestInMemoryStore(StoreContract):

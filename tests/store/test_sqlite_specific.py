@@ -38,8 +38,7 @@ from interactions_core.errors import TooLarge, Unavailable
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction, Offer
 from interactions_core.testing import ManualClock
-
-from .contract import T0, interaction, mail, note
+from interactions_core.testing.contracts.store import T0, interaction, mail, note
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

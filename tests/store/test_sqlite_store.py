@@ -8,8 +8,7 @@ from adapters.sqlite import SqliteStore
 from interactions_core.model import Interaction
 from interactions_core.ports import Store
 from interactions_core.testing import ManualClock
-
-from .contract import StoreContract
+from interactions_core.testing.contracts import StoreContract
 
 
 class TestSqliteStore(StoreContract):

@@ -29,7 +29,9 @@ from interactions_core.compose import (
     text_to_html,
     thread_headers,
 )
+from interactions_core.ingest import parse_message
 from interactions_core.model import Address, Attachment, EmailContent
+from interactions_core.testing import InMemoryAttachmentStore
 
 JANE = Address(addr="jane@customer.example", name="Jane Doe")
 BOB = Address(addr="bob@customer.example", name="Bob")
@@ -390,13 +392,17 @@ def test_thread_headers_normalise_and_drop_garbage() -> None:
         references=(
             "<a@x> <b@x>",
             "garbage",
-            "<no-at-sign>",
+            "<no-at-sign>",  # kept: not strictly RFC 5322, but the sender threads on it
+            "<bad id@x>",  # refused: white space inside
             "< d@x >",
             "<a@x>",
             "<c@x>",
         ),
     )
-    assert thread_headers(parent) == ("<c@x>", ("<a@x>", "<b@x>", "<d@x>", "<c@x>"))
+    assert thread_headers(parent) == (
+        "<c@x>",
+        ("<a@x>", "<b@x>", "<no-at-sign>", "<d@x>", "<c@x>"),
+    )
     phrase = inbound(message_id="<c@x>", in_reply_to='<b@x> ("Jane\'s message")')
     assert thread_headers(phrase) == ("<c@x>", ("<b@x>", "<c@x>"))
 
@@ -524,6 +530,35 @@ def test_forward_header_html_is_escaped() -> None:
 
 
 # --------------------------------------------------------------------------- drafts
+
+
+def test_reply_all_to_an_original_whose_message_id_has_no_at_sign() -> None:
+    """Bug: ``Message-ID: <abc>`` was ingested as is but the reply had no In-Reply-To and no
+    References. One rule now reads ids on both sides: the reply threads on ``<abc>``."""
+    raw = (
+        b"From: Jane Doe <jane@customer.example>\r\nTo: support@example.com\r\n"
+        b"Cc: bob@customer.example\r\nSubject: Order 42\r\n"
+        b"Date: Tue, 03 Mar 2026 10:00:00 +0000\r\nMessage-ID: <abc>\r\n"
+        b"References: <root@customer.example>\r\n\r\nWhere is my order?\r\n"
+    )
+    original = parse_message(raw, attachments=InMemoryAttachmentStore()).email
+    assert original.message_id == "<abc>"
+    draft = compose_reply(original, mailbox=SUPPORT, own=OWN, reply_all=True, quote=False)
+    assert draft.in_reply_to == "<abc>"
+    assert draft.references == ("<root@customer.example>", "<abc>")
+    assert keys(draft.to + draft.cc) == ["jane@customer.example", "bob@customer.example"]
+
+
+def test_compose_reply_bounds_references_by_max_references() -> None:
+    chain = tuple(f"<m{i}@x>" for i in range(30))
+    original = inbound(references=chain)
+    draft = compose_reply(original, mailbox=SUPPORT, own=OWN, reply_all=False, quote=False)
+    assert len(draft.references) == MAX_REFERENCES
+    short = compose_reply(
+        original, mailbox=SUPPORT, own=OWN, reply_all=False, quote=False, max_references=3
+    )
+    assert short.references == ("<m0@x>", "<m29@x>", "<orig-1@customer.example>")
+    assert short.in_reply_to == "<orig-1@customer.example>"
 
 
 def test_compose_reply_without_quote() -> None:

@@ -13,7 +13,7 @@ BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 def blocks() -> list[tuple[str, str]]:
     found = []
-    for page in ("testing.md",):
+    for page in ("testing.md", "custom-operations.md", "embedding.md"):
         for n, code in enumerate(BLOCK.findall((DOCS / page).read_text(encoding="utf-8"))):
             found.append((f"{page}#{n}", code))
     return found
@@ -21,7 +21,7 @@ def blocks() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("where", "code"), blocks(), ids=[w for w, _ in blocks()])
 def test_example_runs(where: str, code: str) -> None:
-    exec(compile(code, where, "exec"), {"__name__": "docs_example"})
+    exec(compile(code, where, "exec", dont_inherit=True), {"__name__": "docs_example"})
 
 
 def test_lifecycle_page_is_generated_from_the_machine() -> None:

@@ -16,7 +16,7 @@ from interactions_core.model import (
     Offer,
     SubType,
 )
-from interactions_core.ports import TOPIC_INTERACTIONS, Agent
+from interactions_core.ports import Agent
 from interactions_core.testing import Harness
 
 ALICE = Agent(id="alice", addresses=("alice@agents.example",), mailboxes=("support@example.com",))
@@ -106,20 +106,18 @@ def make_in_state(h: Harness, state: str) -> str:
 def test_operation_in_state(state: str, operation: str) -> None:
     h = Harness(agents=[ALICE, BOB])
     iid = make_in_state(h, state)
-    before = len(h.notifications("alice", TOPIC_INTERACTIONS))
+    before = len(h.notifications("alice"))
     response = h.execute("alice", iid, BODIES[operation])
     allowed = lifecycle.capabilities(state)
     if operation not in allowed:
         assert response["status"] == "error"
         assert f"not allowed in state {state}" in response["errorDescription"]
-        assert len(h.notifications("alice", TOPIC_INTERACTIONS)) == before, (
-            "a refused operation notifies nothing"
-        )
+        assert len(h.notifications("alice")) == before, "a refused operation notifies nothing"
         return
     assert response["status"] == "ok", response
     creates = operation in {"Reply", "ReplyAll", "Forward"}
     assert ("replyInteractionId" in response) is creates
-    notes = h.notifications("alice", TOPIC_INTERACTIONS)[before:]
+    notes = h.notifications("alice")[before:]
     assert notes, "every allowed operation notifies the agent"
     last = notes[-1]
     if creates:
@@ -139,8 +137,8 @@ def test_operation_in_state(state: str, operation: str) -> None:
     if operation == "Transfer":
         # alice sees it leave; bob is invited with Accept/Reject.
         assert last["state"] == State.TRANSFERRED and last["capabilities"] == []
-        assert h.notifications("bob", TOPIC_INTERACTIONS)[-1]["state"] == State.INVITED
-        assert h.notifications("bob", TOPIC_INTERACTIONS)[-1]["capabilities"] == [
+        assert h.notifications("bob")[-1]["state"] == State.INVITED
+        assert h.notifications("bob")[-1]["capabilities"] == [
             "Accept",
             "Reject",
         ]

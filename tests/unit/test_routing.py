@@ -61,9 +61,7 @@ def test_channel_state_is_notified_and_validated() -> None:
     h = make(agent("alice"))
     h.set_channel("alice", "Ready")
     h.set_channel("alice", "NotReady")
-    states = [
-        n["channels"][0]["userState"]["state"] for n in h.notifications("alice", TOPIC_CHANNELS)
-    ]
+    states = [n["channels"][0]["userState"]["state"] for n in h.messages("alice", TOPIC_CHANNELS)]
     assert states == ["Ready", "NotReady"]
     assert h.router.agent_state("alice")["channels"][0]["userState"]["state"] == "NotReady"
     bad = h.router.set_channel_state("alice", "voice", {"operationName": "Ready"})
@@ -211,12 +209,12 @@ def test_shared_workbin_content_pull_and_notifications() -> None:
     assert r == {"status": "ok"}
     assert [w["workbinName"] for w in h.service.workbins("bob")] == ["Personal", "Escalations"]
     assert [i["id"] for i in h.service.workbin_content("bob", "Escalations")] == [iid]
-    changes = h.notifications("bob", TOPIC_WORKBINS)
+    changes = h.messages("bob", TOPIC_WORKBINS)
     assert changes[-1]["change"] == "PlaceInWorkbin" and changes[-1]["interactionId"] == iid
     assert h.execute("bob", iid, {"operationName": "Pull"}) == {"status": "ok"}
     assert h.interaction(iid).owner == "bob"
     assert h.service.workbin_content("bob", "Escalations") == []
-    assert h.notifications("alice", TOPIC_WORKBINS)[-1]["change"] == "Pull"
+    assert h.messages("alice", TOPIC_WORKBINS)[-1]["change"] == "Pull"
     # Placed in a queue from the workbin, it leaves it for every member too (found by the
     # stateful test: alice was left seeing it in the workbin, and her Pull said "not found").
     h.execute("bob", iid, {"operationName": "PlaceInWorkbin", "workbinName": "Escalations"})
@@ -224,7 +222,7 @@ def test_shared_workbin_content_pull_and_notifications() -> None:
         "status": "ok"
     }
     for member in ("alice", "bob"):
-        last = h.notifications(member, TOPIC_WORKBINS)[-1]
+        last = h.messages(member, TOPIC_WORKBINS)[-1]
         assert (last["change"], last["interactionId"]) == ("PlaceInQueue", iid), member
     with pytest.raises(Exception, match="Workbin 'Nope' not found"):
         h.service.workbin_content("bob", "Nope")

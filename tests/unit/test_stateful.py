@@ -224,7 +224,7 @@ class Machine(RuleBasedStateMachine):
 
     def _latest(self, agent_id: str, topic: str, key: str) -> dict[str, dict[str, Any]]:
         """The agent's last message on ``topic`` about each interaction."""
-        return {n[key]: n for n in self.h.notifications(agent_id, topic)}
+        return {n[key]: n for n in self.h.messages(agent_id, topic)}
 
     def _execute(self, agent_id: str, iid: str | None, request: dict[str, Any]) -> dict[str, Any]:
         response = self.h.execute(agent_id, iid, request)
@@ -537,12 +537,12 @@ class Machine(RuleBasedStateMachine):
     @invariant()
     def notifications_reach_only_agents_involved(self) -> None:
         for agent_id in AGENT:
-            for n in self.h.notifications(agent_id, TOPIC_INTERACTIONS):
+            for n in self.h.notifications(agent_id):
                 assert agent_id in self.involved[n["id"]], (
                     f"{agent_id} was told about {n['id']}, which only "
                     f"{sorted(self.involved[n['id']])} ever held or handled"
                 )
-            for n in self.h.notifications(agent_id, TOPIC_WORKBINS):
+            for n in self.h.messages(agent_id, TOPIC_WORKBINS):
                 assert n["workbinId"] in self.access[agent_id], (
                     f"{agent_id} was told about workbin {n['workbinId']}, may use only "
                     f"{sorted(self.access[agent_id])}"
@@ -583,7 +583,10 @@ class Machine(RuleBasedStateMachine):
         rows = self._rows()
         loads = self._loads(rows)
         for i in rows:
-            if i.state not in WAITING_STATES or i.current_queue in ROUTING.unrouted_queues:
+            if i.state not in WAITING_STATES or i.current_queue in {
+                *ROUTING.unrouted_queues,
+                CONFIG.automatic_queue,
+            }:
                 continue
             skill = self._skill(i)
             idle = [

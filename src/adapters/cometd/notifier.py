@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from interactions_core.ports import Notification
 
-if TYPE_CHECKING:
-    from .server import BayeuxServer
+
+class Delivery(Protocol):
+    """What the notifier needs of the Bayeux server (``BayeuxServer`` is one): it depends on
+    this, not on the server module, so the server can build its notifier without a cycle."""
+
+    def on_loop_thread(self) -> bool: ...
+
+    def call_on_loop(self, callback: Callable[[], None]) -> None: ...
+
+    def deliver(self, agent_id: str, topic: str, data: dict[str, Any], seq: int = 0) -> int: ...
 
 
 class CometdNotifier:
@@ -24,7 +33,7 @@ class CometdNotifier:
 
     __slots__ = ("_server",)
 
-    def __init__(self, server: BayeuxServer) -> None:
+    def __init__(self, server: Delivery) -> None:
         self._server = server
 
     def publish(self, notification: Notification) -> None:
@@ -39,3 +48,7 @@ class CometdNotifier:
                 server.deliver(agent_id, topic, data, seq)
 
             server.call_on_loop(deliver)
+
+    def close(self) -> None:
+        """Nothing to release (idempotent): the sessions and their queues are the server's,
+        closed by ``BayeuxServer.stop``."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .config import CometdSettings, OverflowPolicy
+from .notifier import CometdNotifier
 from .protocol import (
     BAYEUX_VERSION,
     ERR_AGENT_MISMATCH,
@@ -162,8 +163,6 @@ class BayeuxServer:
         self._links: set[Link] = set()
         self._expiries: dict[int, set[HeldConnect]] = {}
         """Held connects by the tick of the shared timer at which they expire."""
-        from .notifier import CometdNotifier  # notifier imports this module
-
         self.notifier = CometdNotifier(self)
 
     # ------------------------------------------------------------------ lifecycle

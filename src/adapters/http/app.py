@@ -12,7 +12,7 @@ Status codes: 400 bad request, 401 not authenticated, 403 CSRF, 404 unknown or n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.cookies import SimpleCookie
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -24,17 +24,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from interactions_core.engine import Engine
 from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
-from interactions_core.operations import (
-    CreateEmail,
-    InteractionOperation,
-    parse_json,
-    parse_operation,
-)
-from interactions_core.routing import Router
-from interactions_core.service import InteractionService
+from interactions_core.operations import CreateEmail, parse_json
+from interactions_core.results import Result
 
-from ..server.runtime import CoreRunner
+from ..runtime import CoreRunner
 from .auth import SESSION_COOKIE, AuthError, AuthResult, HttpAuth
 
 API = "/api/v2"
@@ -139,22 +134,27 @@ def from_domain(exc: InteractionsError) -> JSONResponse:
     return error(STATUS.get(exc.kind, 400), exc.description)
 
 
+def from_result(result: Result) -> JSONResponse:
+    """The core's answer with the status its error kind maps to (200 for a success)."""
+    status = 200 if result.ok else STATUS.get(result.kind or "invalid", 400)
+    return JSONResponse(dict(result), status_code=status)
+
+
 class Api:
-    """Everything the routes need: the core (on its thread), authentication, limits."""
+    """Everything the routes need: the engine (called on the core thread), authentication,
+    limits."""
 
     def __init__(
         self,
         core: CoreRunner,
-        service: InteractionService,
-        router: Router,
+        engine: Engine,
         auth: HttpAuth,
         *,
         max_body_bytes: int = 1024 * 1024,
         max_attachment_bytes: int = 25 * 1024 * 1024,
     ) -> None:
         self.core = core
-        self.service = service
-        self.router = router
+        self.engine = engine
         self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.max_attachment_bytes = max_attachment_bytes
@@ -201,20 +201,10 @@ def create_app(
     async def operate(request: Request, interaction_id: str | None) -> Response:
         try:
             body = await read_json(request, api.max_body_bytes)
-            operation = parse_operation(body)
-            agent = agent_of(request)
-            if interaction_id is None:
-                if not isinstance(operation, CreateEmail):
-                    raise InvalidRequest(
-                        f"{operation.canonical} needs an interaction id: "
-                        "POST /api/v2/me/interactions/{id}"
-                    )
-                result = await api.core.run(api.service.create_email, agent, operation)
-            else:
-                result = await api.core.run(api.service.execute, agent, interaction_id, operation)
         except InteractionsError as exc:
             return from_domain(exc)
-        return JSONResponse(result.to_wire())
+        agent = agent_of(request)
+        return from_result(await api.core.run(api.engine.execute, agent, interaction_id, body))
 
     def schema_of(shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         found = TypeAdapter(shape).json_schema(
@@ -222,12 +212,13 @@ def create_app(
         )
         return found, found.pop("$defs", {})
 
-    union_schema, union_defs = schema_of(InteractionOperation)
+    registry = api.engine.registry
+    union_schema, union_defs = schema_of(registry.union())
     create_schema, create_defs = schema_of(CreateEmail)
     union_defs = {**union_defs, **create_defs}
 
     def body_doc(
-        examples: dict[str, dict[str, Any]], schema: dict[str, Any] = union_schema
+        examples: Mapping[str, Mapping[str, Any]], schema: dict[str, Any] = union_schema
     ) -> dict[str, Any]:
         return {
             "requestBody": {
@@ -254,7 +245,7 @@ def create_app(
             API + path,
             summary=summary,
             responses=ok_doc,
-            openapi_extra=body_doc(EXAMPLES),
+            openapi_extra=body_doc({**EXAMPLES, **registry.examples}),
             response_model=None,
         )(post_operation)
 
@@ -278,12 +269,12 @@ def create_app(
 
     @app.get(API + "/me/interactions", responses=ok_doc, response_model=None)
     async def list_interactions(request: Request) -> Response:
-        return await answer("interactions", api.service.list_interactions, agent_of(request))
+        return await answer("interactions", api.engine.interactions, agent_of(request))
 
     @app.get(API + "/me/interactions/{interaction_id}", responses=ok_doc, response_model=None)
     async def get_interaction(interaction_id: str, request: Request) -> Response:
         return await answer(
-            "interaction", api.service.get_interaction, agent_of(request), interaction_id
+            "interaction", api.engine.interaction, agent_of(request), interaction_id
         )
 
     @app.post(
@@ -305,7 +296,7 @@ def create_app(
             if len(data) > api.max_attachment_bytes:
                 raise TooLarge(f"attachment over {api.max_attachment_bytes} bytes")
             added = await api.core.run(
-                api.service.add_attachment,
+                api.engine.add_attachment,
                 agent_of(request),
                 interaction_id,
                 attachment.filename or "attachment",
@@ -325,7 +316,7 @@ def create_app(
     async def get_attachment(interaction_id: str, attachment_id: str, request: Request) -> Response:
         try:
             found, data = await api.core.run_quiet(
-                api.service.get_attachment, agent_of(request), interaction_id, attachment_id
+                api.engine.get_attachment, agent_of(request), interaction_id, attachment_id
             )
         except InteractionsError as exc:
             return from_domain(exc)
@@ -349,7 +340,7 @@ def create_app(
     ) -> Response:
         try:
             await api.core.run(
-                api.service.remove_attachment, agent_of(request), interaction_id, attachment_id
+                api.engine.remove_attachment, agent_of(request), interaction_id, attachment_id
             )
         except InteractionsError as exc:
             return from_domain(exc)
@@ -384,23 +375,25 @@ def create_app(
     async def set_channel(channel: str, request: Request) -> Response:
         try:
             body = await read_json(request, api.max_body_bytes)
-            await api.core.run(api.router.change_channel_state, agent_of(request), channel, body)
+            if not isinstance(body, dict):
+                raise InvalidRequest("The request body must be a JSON object with an operationName")
         except InteractionsError as exc:
             return from_domain(exc)
-        return JSONResponse({"status": "ok"})
+        agent = agent_of(request)
+        return from_result(await api.core.run(api.engine.set_channel_state, agent, body, channel))
 
     @app.get(API + "/me", responses=ok_doc, response_model=None)
     async def me(request: Request) -> Response:
-        return await answer("user", api.router.agent_state, agent_of(request))
+        return await answer("user", api.engine.agent_state, agent_of(request))
 
     @app.get(API + "/me/workbins", responses=ok_doc, response_model=None)
     async def workbins(request: Request) -> Response:
-        return await answer("workbins", api.service.workbins, agent_of(request))
+        return await answer("workbins", api.engine.workbins, agent_of(request))
 
     @app.get(API + "/me/workbins/{workbin_name}", responses=ok_doc, response_model=None)
     async def workbin_content(workbin_name: str, request: Request) -> Response:
         return await answer(
-            "interactions", api.service.workbin_content, agent_of(request), workbin_name
+            "interactions", api.engine.workbin_content, agent_of(request), workbin_name
         )
 
     @app.post(API + "/me/logout", responses=ok_doc, response_model=None)

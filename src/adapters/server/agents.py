@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interactions_core.addresses import validate_address
-from interactions_core.ports import Agent
+from interactions_core.ports import Agent, AgentDirectory
 
 _HASHER = PasswordHasher()
 
@@ -64,6 +65,14 @@ def hash_password(password: str) -> str:
 
 class AgentDirectoryError(Exception):
     pass
+
+
+class PasswordDirectory(AgentDirectory, Protocol):
+    """An agent directory that also checks passwords (what the HTTP API's login needs)."""
+
+    def verify(self, agent_id: str, password: str) -> bool:
+        """True for the agent's password. Constant work whether or not the agent exists."""
+        ...
 
 
 class FileAgentDirectory:

@@ -1,10 +1,15 @@
 """The composition root: the one place that wires the core to real adapters.
 
 ``build(settings)`` returns a ``Server`` whose FastAPI app serves the HTTP API and CometD on one
-port and whose lifespan runs, in order: the Bayeux sweeper, the router (rebuilt from the store),
-the notification and mail dispatchers, the router timer and the inbound SMTP receiver. Shutdown
-runs in reverse: no new mail is accepted, timers stop, in-flight sends finish, what was
-committed is published, the store closes. Nothing committed is lost: the outbox is durable.
+port and whose lifespan runs, in order: the Bayeux sweeper, the engine's router (rebuilt from
+the store), the notification and mail dispatchers, the router timer and the inbound SMTP
+receiver. Shutdown runs in reverse: no new mail is accepted, timers stop, in-flight sends
+finish, what was committed is published, the engine closes its ports. Nothing committed is
+lost: the outbox is durable.
+
+``build`` takes parts: a ``store``, ``attachments``, agent ``directory``, ``notifier`` or mail
+``transport`` given is used as it is; anything not given is built from the settings (SQLite,
+files, the agents file or demo agents, the CometD server, a relay or the Maildir).
 """
 
 from __future__ import annotations
@@ -13,25 +18,30 @@ import contextlib
 import gc
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from interactions_core.engine import Engine
 from interactions_core.ids import RandomIds, SystemClock
 from interactions_core.ingest import Envelope, IngestLimits
+from interactions_core.intake import IngestResult
 from interactions_core.lifecycle import State
 from interactions_core.model import Interaction
 from interactions_core.outbox import RetryPolicy
-from interactions_core.ports import MailEntry
+from interactions_core.ports import AttachmentStore, MailEntry, Notifier, Store
+from interactions_core.registry import OperationSpec
 from interactions_core.routing import Router, RoutingConfig
-from interactions_core.service import IngestResult, InteractionService, ServiceConfig
+from interactions_core.service import InteractionService, ServiceConfig
 
 from ..cometd import AuthRequest, BayeuxServer, CometdApp, CometdSettings
 from ..http.app import Api, create_app
 from ..http.auth import AuthError, HttpAuth
+from ..runtime import CoreRunner, NotificationDispatcher, RouterTimer
 from ..smtp import (
     AsyncMailTransport,
     MaildirTransport,
@@ -42,8 +52,7 @@ from ..smtp import (
     SmtpTransport,
 )
 from ..sqlite import FileAttachmentStore, SqliteStore
-from .agents import AgentRecord, FileAgentDirectory, hash_password
-from .runtime import CoreRunner, NotificationDispatcher, RouterTimer
+from .agents import AgentRecord, FileAgentDirectory, PasswordDirectory, hash_password
 from .settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -53,11 +62,8 @@ NOTIFICATIONS_PATH = "/api/v2/notifications"
 @dataclass
 class Server:
     settings: Settings
-    store: SqliteStore
-    attachments: FileAttachmentStore
-    directory: FileAgentDirectory
-    service: InteractionService
-    router: Router
+    engine: Engine
+    directory: PasswordDirectory
     core: CoreRunner
     auth: HttpAuth
     cometd: BayeuxServer
@@ -70,6 +76,22 @@ class Server:
     asgi: ASGIApp = field(init=False)  # what uvicorn serves: CometD in front of ``app``
     demo_passwords: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def store(self) -> Store:
+        return self.engine.store
+
+    @property
+    def attachments(self) -> AttachmentStore:
+        return self.engine.attachments
+
+    @property
+    def service(self) -> InteractionService:
+        return self.engine.service
+
+    @property
+    def router(self) -> Router:
+        return self.engine.router
+
     def _wake_mail_on_send(self, changed: Sequence[Interaction]) -> None:
         if any(i.state == State.SENT for i in changed):
             self.mail.wake()  # thread-safe: this runs on the core thread
@@ -77,8 +99,7 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         await self.cometd.start()
-        queues = {*self.settings.mailboxes.values(), self.service.config.default_queue}
-        await self.core.run(self.router.load, queues)
+        await self.core.run(self.engine.start)
         self.core.on_change(self.notifications.wake)
         # Mail is queued only by Send: wake the mail dispatcher for those commits alone (it
         # also polls), instead of after every call into the core.
@@ -101,7 +122,7 @@ class Server:
             await self.notifications.stop()
             await self.cometd.stop()
             self.core.shutdown()
-            self.store.close()
+            self.engine.close()
 
 
 def demo_agents(settings: Settings) -> tuple[list[AgentRecord], dict[str, str]]:
@@ -124,44 +145,73 @@ def demo_agents(settings: Settings) -> tuple[list[AgentRecord], dict[str, str]]:
     return records, passwords
 
 
-def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -> Server:
+def _directory(
+    settings: Settings, demo_passwords: dict[str, str] | None
+) -> tuple[FileAgentDirectory, dict[str, str]]:
+    """The agents file, or (none configured) the two demo agents with their passwords."""
+    if settings.agents_file is not None:
+        return FileAgentDirectory(settings.agents_file), {}
+    records, passwords = demo_agents(settings)
+    if demo_passwords:
+        passwords = demo_passwords
+        records = [
+            r.model_copy(update={"password_hash": hash_password(passwords[r.id])}) for r in records
+        ]
+    return FileAgentDirectory(None, records), passwords
+
+
+def build(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    attachments: AttachmentStore | None = None,
+    directory: PasswordDirectory | None = None,
+    notifier: Notifier | None = None,
+    transport: AsyncMailTransport | None = None,
+    operations: Iterable[OperationSpec[Any]] = (),
+    demo_passwords: dict[str, str] | None = None,
+) -> Server:
+    """The server, from ``settings``; each part given is used as is, the rest is built.
+
+    ``notifier`` replaces the CometD server as the destination of notifications (the CometD
+    endpoint is still served); ``transport`` replaces the relay or the Maildir. At shutdown the
+    server closes the store, the attachment store and the transport, given or built.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
-    store = SqliteStore(
-        settings.database_path,
-        synchronous=settings.sqlite_synchronous,
-        clock=clock,
-        cache_size=settings.sqlite_cache_size,
-    )
-    attachments = FileAttachmentStore(
-        settings.attachments_path,
-        max_size=max(settings.max_attachment_bytes, settings.smtp_max_message_bytes),
-    )
+    if store is None:
+        store = SqliteStore(
+            settings.database_path,
+            synchronous=settings.sqlite_synchronous,
+            clock=clock,
+            cache_size=settings.sqlite_cache_size,
+        )
+    if attachments is None:
+        attachments = FileAttachmentStore(
+            settings.attachments_path,
+            max_size=max(settings.max_attachment_bytes, settings.smtp_max_message_bytes),
+        )
     passwords: dict[str, str] = {}
-    if settings.agents_file is not None:
-        directory = FileAgentDirectory(settings.agents_file)
-    else:
-        records, passwords = demo_agents(settings)
-        if demo_passwords:
-            passwords = demo_passwords
-            records = [
-                r.model_copy(update={"password_hash": hash_password(passwords[r.id])})
-                for r in records
-            ]
-        directory = FileAgentDirectory(None, records)
+    if directory is None:
+        directory, passwords = _directory(settings, demo_passwords)
     config = ServiceConfig(
         message_id_domain=settings.message_id_domain,
         mailbox_queues=settings.mailboxes,
         shared_workbins={k: frozenset(v) for k, v in settings.shared_workbins.items()},
         ingest_limits=IngestLimits(max_message_bytes=settings.smtp_max_message_bytes),
     )
-    service = InteractionService(store, directory, attachments, clock, RandomIds(), config)
-    router = Router(
-        service,
-        RoutingConfig(
+    engine = Engine(
+        store=store,
+        agents=directory,
+        attachments=attachments,
+        clock=clock,
+        ids=RandomIds(),
+        config=config,
+        routing=RoutingConfig(
             offer_timeout=timedelta(seconds=settings.offer_timeout_seconds),
             queue_skills=settings.queue_skills,
         ),
+        operations=operations,
     )
     core = CoreRunner()
     auth = HttpAuth(
@@ -196,8 +246,7 @@ def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -
             credential_cookies=("JSESSIONID",),
         ),
     )
-    transport: AsyncMailTransport
-    if settings.relay is not None:
+    if transport is None and settings.relay is not None:
         r = settings.relay
         transport = SmtpTransport(
             RelayConfig(
@@ -211,31 +260,24 @@ def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -
             ),
             attachments,
         )
-    else:
+    elif transport is None:
         transport = MaildirTransport(settings.maildir_path, attachments)
-    notifications = NotificationDispatcher(core, store, cometd.notifier)
+    notifications = NotificationDispatcher(
+        core, engine.notification_drain(notifier if notifier is not None else cometd.notifier)
+    )
 
     def ingest(raw: bytes, envelope: Envelope, mailbox: str) -> IngestResult:
-        """The receiver's callable (from a worker thread): ingest, then route, on the core."""
-
-        def run() -> IngestResult:
-            result = service.ingest(raw, envelope=envelope, mailbox=mailbox)
-            router.route()
-            return result
-
-        return core.run_blocking(run)
+        """The receiver's callable (from a worker thread): ingest and route, on the core."""
+        return core.run_blocking(engine.ingest, raw, envelope=envelope, mailbox=mailbox)
 
     def mail_failed(entry: MailEntry, reason: str) -> None:
-        core.run_blocking(service.mail_failed, entry.mail.interaction_id, reason)
+        core.run_blocking(engine.service.mail_failed, entry.mail.interaction_id, reason)
 
     recipients = {m: m for m in settings.mailboxes} | dict(settings.catch_all)
     server = Server(
         settings=settings,
-        store=store,
-        attachments=attachments,
+        engine=engine,
         directory=directory,
-        service=service,
-        router=router,
         core=core,
         auth=auth,
         cometd=cometd,
@@ -250,14 +292,13 @@ def build(settings: Settings, *, demo_passwords: dict[str, str] | None = None) -
             ),
             ingest,
         ),
-        timer=RouterTimer(core, router),
+        timer=RouterTimer(core, engine),
         ingest=ingest,
         demo_passwords=passwords,
     )
     api = Api(
         core,
-        service,
-        router,
+        engine,
         auth,
         max_body_bytes=settings.max_body_bytes,
         max_attachment_bytes=settings.max_attachment_bytes,

@@ -1,6 +1,7 @@
 """The mail outbox dispatcher: hands due mail to the transport after commit, with retries.
 
-Same rules as the core's synchronous reference, ``interactions_core.outbox.drain_mail``:
+The delivery rules are the core's, written once in ``interactions_core.outbox.MailDrain``
+(``settle`` records each attempt); this module adds only scheduling and concurrency:
 
 * an entry is marked sent right after the relay's 250 (``mark_mail_sent``);
 * a transient failure is rescheduled with ``RetryPolicy`` (exponential backoff, jitter) until
@@ -40,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from interactions_core.outbox import RetryPolicy
+from interactions_core.outbox import MailDrain, Outcome, RetryPolicy
 from interactions_core.ports import (
     Clock,
     MailEntry,
@@ -106,6 +107,7 @@ class MailDispatcher:
         self.store_in_thread = store_in_thread
         self.rng = rng
         self.stats = DispatchStats()
+        self.rules = MailDrain(store, clock, on_permanent_failure, self.policy, rng)
         self._capacity = max(1, transport.pool_size)
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._unmarked: set[int] = set()  # handed over, but mark_mail_sent failed: never resend
@@ -226,17 +228,18 @@ class MailDispatcher:
         try:
             try:
                 report = await self.transport.send(entry.mail)
-            except PermanentMailError as exc:
-                await self._fail(entry, str(exc) or type(exc).__name__)
+            except Exception as exc:  # MailDrain.settle: permanent, transient or unexpected
+                if not isinstance(exc, PermanentMailError | TransientMailError):
+                    log.exception("mail transport raised an unexpected error for %s", entry.seq)
+                outcome = await self._store(self.rules.settle, entry, exc)
+                if outcome is Outcome.FAILED:
+                    self.stats.failed += 1
+                    log.warning("mail %s failed permanently: %s", entry.seq, exc)
+                else:
+                    self.stats.retried += 1
+                    log.info("mail %s: %s; rescheduled", entry.seq, exc)
                 return
-            except TransientMailError as exc:
-                await self._retry(entry, str(exc) or type(exc).__name__)
-                return
-            except Exception as exc:  # a bug or an unmapped error: never drop the mail
-                log.exception("mail transport raised an unexpected error for %s", entry.seq)
-                await self._retry(entry, f"{type(exc).__name__}: {exc}")
-                return
-            await self._mark_sent(entry.seq)
+            await self._mark_sent(entry)
             self.stats.sent += 1
             if report.refused:
                 self.stats.partially_refused += 1
@@ -253,12 +256,12 @@ class MailDispatcher:
             if self._more:
                 self._set_wake()
 
-    async def _mark_sent(self, seq: int) -> None:
+    async def _mark_sent(self, entry: MailEntry) -> None:
         try:
-            await self._store(self.store.mark_mail_sent, seq)
+            await self._store(self.rules.settle, entry, None)
         except Exception:
             # Handed over: keep it out of every later read in this process and mark it again.
-            self._unmarked.add(seq)
+            self._unmarked.add(entry.seq)
             raise
 
     async def _retry_marks(self) -> None:
@@ -270,26 +273,3 @@ class MailDispatcher:
                 log.exception("marking mail %s sent failed again", seq)
                 return
             self._unmarked.discard(seq)
-
-    async def _retry(self, entry: MailEntry, error: str) -> None:
-        when = self.policy.next_attempt(entry, self.clock.now(), self.rng)
-        if when is None:
-            await self._fail(entry, f"gave up after {entry.attempts + 1} attempts: {error}")
-            return
-        await self._store(self.store.reschedule_mail, entry.seq, when, error)
-        self.stats.retried += 1
-        log.info("mail %s: %s; next attempt at %s", entry.seq, error, when.isoformat())
-
-    async def _fail(self, entry: MailEntry, reason: str) -> None:
-        try:
-            # The interaction first (idempotent): a crash before the mark repeats it, harmlessly.
-            await self._store(self.on_permanent_failure, entry, reason)
-        except Exception:
-            self.stats.errors += 1
-            log.exception("on_permanent_failure failed for mail %s; tried again later", entry.seq)
-            when = self.clock.now() + self.policy.first_delay
-            await self._store(self.store.reschedule_mail, entry.seq, when, reason)
-            return
-        await self._store(self.store.mark_mail_failed, entry.seq, reason)
-        self.stats.failed += 1
-        log.warning("mail %s failed permanently: %s", entry.seq, reason)

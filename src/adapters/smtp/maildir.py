@@ -18,7 +18,12 @@ import mailbox
 import os
 from pathlib import Path
 
-from interactions_core.ports import AttachmentStore, OutgoingMail, PermanentMailError
+from interactions_core.ports import (
+    AttachmentStore,
+    OutgoingMail,
+    PermanentMailError,
+    TransientMailError,
+)
 
 from .base import DeliveryReport
 from .mime import BuiltMessage, MimeError, build_message
@@ -52,7 +57,10 @@ class MaildirTransport:
             built = build_message(mail, self.attachments)
         except MimeError as exc:
             raise PermanentMailError(f"message refused before sending: {exc}") from exc
-        key = self.write(built)
+        try:
+            key = self.write(built)
+        except OSError as exc:  # a full disk, a permission, a folder gone: may heal; retry
+            raise TransientMailError(f"cannot write to the Maildir {self.path}: {exc}") from exc
         return DeliveryReport(accepted=built.recipients, response=f"maildir {key}")
 
     def write(self, built: BuiltMessage) -> str:
@@ -79,4 +87,6 @@ class MaildirTransport:
             os.close(dir_fd)
 
     async def close(self) -> None:
+        """Nothing to release: every mail is a file, complete once ``send`` returned
+        (idempotent)."""
         return None

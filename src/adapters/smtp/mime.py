@@ -39,6 +39,7 @@ from interactions_core.model import (
     parse_content_id,
 )
 from interactions_core.ports import AttachmentStore, OutgoingMail
+from interactions_core.rfc5322 import msg_ids
 
 __all__ = [
     "BuiltMessage",
@@ -49,9 +50,11 @@ __all__ = [
     "to_a_label",
 ]
 
-_SMTP = email.policy.SMTP
-_SMTPUTF8 = email.policy.SMTPUTF8
-_MSG_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")  # printable ASCII, no '<', '>' or space inside
+# refold_source="none": a header stored as a string (``_set_ids``) is written as it is; every
+# other header is a header object, which folds itself.
+_SMTP = email.policy.SMTP.clone(refold_source="none")
+_SMTPUTF8 = email.policy.SMTPUTF8.clone(refold_source="none")
+_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD stay within 78 characters
 _UNSAFE = re.compile(r'[\s<>"]')  # would end the <mailbox> or add a parameter
 _QUOTED_LOCAL = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"$')
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 2045 token (MIME type parts)
@@ -167,12 +170,44 @@ def _header_addresses(
 
 
 def _msg_ids(ids: Iterable[str]) -> list[str]:
-    """Well-formed ``<id>`` tokens only: old or hostile mail may carry anything there."""
+    """The ids to write in In-Reply-To/References: old or hostile mail may carry anything there.
+
+    ``rfc5322.msg_ids`` keeps only what can stand in a header as one ``<id>`` (no white space,
+    bracket or control character inside, bounded length), ``<abc>`` included; an id with
+    non-ASCII characters is dropped too, as the headers are written 7-bit.
+    """
     out: list[str] = []
     for raw in ids:
         _refuse_breaks("references", raw)
-        out.extend(_MSG_ID.findall(raw) if raw.isascii() else ())
+        out.extend(found for found in msg_ids(raw) if found.isascii())
     return out
+
+
+def _own_message_id(value: str) -> bool:
+    """The Message-ID we originate: one ``<id-left@id-right>`` of visible ASCII, nothing else
+    (the ids ``RandomIds`` makes are strict RFC 5322 msg-ids)."""
+    left, at, right = value[1:-1].rpartition("@")
+    return msg_ids(value) == [value] and value.isascii() and bool(at and left and right)
+
+
+def _set_ids(msg: EmailMessage, name: str, ids: list[str]) -> None:
+    """Write a list of ids folded between ids (RFC 5322 §2.2.3), each one on one line.
+
+    Python 3.11 treats In-Reply-To and References as unstructured text: set as usual, an id
+    longer than a line would be RFC 2047-encoded (``=?utf-8?q?=3Cid...?=``), which no client
+    reads as an id any more. The ids are checked (``_msg_ids``), so the value is safe as it is.
+    """
+    lines: list[str] = []
+    line = ""
+    used = len(name) + 1  # "Name:"
+    for found in ids:
+        if line and used + 1 + len(found) > _LINE:
+            lines.append(line)
+            line, used = "", 0
+        line = f"{line} {found}" if line else found
+        used += 1 + len(found)
+    lines.append(line)
+    msg.set_raw(name, "\r\n ".join(lines))
 
 
 def _set_body(msg: EmailMessage, text: str, html: str) -> None:
@@ -265,7 +300,7 @@ def build_message(mail: OutgoingMail, attachments: AttachmentSource | None = Non
 def _build(mail: OutgoingMail, attachments: AttachmentSource | None) -> BuiltMessage:
     _refuse_breaks("subject", mail.subject)
     message_id = _refuse_breaks("message-id", mail.message_id).strip()
-    if not _MSG_ID.fullmatch(message_id):
+    if not _own_message_id(message_id):
         raise MimeError(f"Message-ID {mail.message_id!r} is not a valid <id@domain>")
 
     written: list[str] = []  # every addr-spec put in a header, to verify the bytes
@@ -305,10 +340,10 @@ def _build(mail: OutgoingMail, attachments: AttachmentSource | None) -> BuiltMes
     msg["Message-ID"] = message_id
     parents = _msg_ids([mail.in_reply_to] if mail.in_reply_to else [])
     if parents:
-        msg["In-Reply-To"] = parents[0]
+        _set_ids(msg, "In-Reply-To", parents[:1])
     references = _msg_ids(mail.references)
     if references:
-        msg["References"] = " ".join(references)
+        _set_ids(msg, "References", references)
 
     _set_body(msg, mail.text, mail.html)
     inline = _inline(mail)

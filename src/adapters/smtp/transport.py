@@ -181,7 +181,10 @@ class SmtpTransport:
             raise
 
     async def close(self) -> None:
-        """QUIT every idle connection; connections in use are closed when released."""
+        """QUIT every idle connection; connections in use are closed when released.
+
+        Idempotent. Later sends raise ``TransientMailError`` (the mail stays in the outbox).
+        """
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:

@@ -131,6 +131,11 @@ class FileAttachmentStore:
                     removed += 1
         return removed
 
+    def close(self) -> None:
+        """Nothing to release: no file stays open between calls (idempotent). Every ``put``
+        that returned has written (and, unless ``fsync=False``, synced) its file, so closing
+        loses nothing stored."""
+
     def _sync_directory(self, folder: Path) -> None:
         if not self._fsync:
             return

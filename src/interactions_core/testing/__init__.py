@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ..addresses import parse_address_list
+from ..engine import Engine, PumpReport
 from ..ingest import Envelope
+from ..intake import IngestResult
 from ..memory import (
     InMemoryAgentDirectory,
     InMemoryAttachmentStore,
@@ -28,11 +30,14 @@ from ..memory import (
     RecordingTransport,
     SequentialIds,
 )
-from ..model import EmailContent, Interaction
-from ..outbox import RetryPolicy, drain_mail, drain_notifications
-from ..ports import TOPIC_INTERACTIONS, Agent, OutgoingMail
+from ..model import Attachment, EmailContent, Interaction
+from ..outbox import RetryPolicy
+from ..ports import TOPIC_INTERACTIONS, Agent, AttachmentStore, OutgoingMail
+from ..registry import OperationSpec
+from ..results import Result
 from ..routing import Router, RoutingConfig
-from ..service import IngestResult, InteractionService, ServiceConfig
+from ..service import InteractionService, ServiceConfig
+from ..wire import InteractionMessage
 
 __all__ = [
     "Harness",
@@ -47,7 +52,8 @@ __all__ = [
     "inbound_email",
 ]
 
-# --------------------------------------------------------------------------- harness
+# An attachment for ``inbound_email``: a stored ``Attachment``, or (name, bytes[, mimetype]).
+AttachmentInput = Attachment | tuple[str, bytes] | tuple[str, bytes, str]
 
 
 def inbound_email(
@@ -61,9 +67,26 @@ def inbound_email(
     reply_to: str | Sequence[str] | None = None,
     message_id: str | None = None,
     date: datetime | None = None,
+    attachments: Sequence[AttachmentInput] = (),
+    store: AttachmentStore | None = None,
 ) -> EmailContent:
-    """A validated inbound ``EmailContent`` from plain strings (for tests and examples)."""
+    """A validated inbound ``EmailContent`` from plain strings (for tests and examples).
+
+    ``attachments`` are ``Attachment`` records already stored, or ``(name, data)`` /
+    ``(name, data, mimetype)`` tuples, whose bytes are put in ``store`` (required for those;
+    ``Harness.email`` passes its own).
+    """
     senders = parse_address_list(sender, field="from")
+    parts: list[Attachment] = []
+    for given in attachments:
+        if isinstance(given, Attachment):
+            parts.append(given)
+            continue
+        if store is None:
+            raise ValueError("inbound_email needs store= to keep attachment bytes")
+        name, data = given[0], given[1]
+        mimetype = given[2] if len(given) == 3 else "application/octet-stream"
+        parts.append(Attachment(id=store.put(data), name=name, size=len(data), mimetype=mimetype))
     return EmailContent(
         from_=senders[0] if senders else None,
         to=parse_address_list(to, field="to"),
@@ -74,11 +97,14 @@ def inbound_email(
         html=html,
         message_id=message_id,
         date=date,
+        attachments=tuple(parts),
     )
 
 
 class Harness:
-    """The whole core on in-memory ports: execute wire bodies, read back what happened."""
+    """The whole core on in-memory ports, for unit tests of business rules: a thin layer over
+    an ``Engine`` that pumps after every call (as the server does), with a manual clock,
+    predictable ids, and everything published or sent kept for the test to read."""
 
     def __init__(
         self,
@@ -87,6 +113,7 @@ class Harness:
         clock: ManualClock | None = None,
         retry_policy: RetryPolicy | None = None,
         routing: RoutingConfig | None = None,
+        operations: Iterable[OperationSpec[Any]] = (),
     ) -> None:
         self.clock = clock or ManualClock()
         self.store = InMemoryStore(self.clock)
@@ -96,17 +123,41 @@ class Harness:
         self.notifier = RecordingNotifier()
         self.transport = RecordingTransport()
         self.retry_policy = retry_policy or RetryPolicy()
-        self.service = InteractionService(
-            self.store, self.directory, self.attachments, self.clock, self.ids, config
+        self.engine = Engine(
+            store=self.store,
+            agents=self.directory,
+            attachments=self.attachments,
+            notifier=self.notifier,
+            transport=self.transport,
+            clock=self.clock,
+            ids=self.ids,
+            config=config,
+            routing=routing,
+            retry_policy=self.retry_policy,
+            operations=operations,
         )
-        self.router = Router(self.service, routing)
 
-    def execute(self, agent_id: str, interaction_id: str | None, body: Any) -> dict[str, Any]:
-        """Run a wire body for an agent; then drain the outbox like the server does."""
-        response = self.service.execute_wire(agent_id, interaction_id, body)
-        self.router.route()
+    @property
+    def service(self) -> InteractionService:
+        return self.engine.service
+
+    @property
+    def router(self) -> Router:
+        return self.engine.router
+
+    def register_operation(self, spec: OperationSpec[Any]) -> None:
+        self.engine.register_operation(spec)
+
+    def execute(self, agent_id: str, interaction_id: str | None, body: Any) -> Result:
+        """Run a wire body for an agent, then pump; the seed's response (``.kind`` holds the
+        error's kind)."""
+        result = self.engine.execute(agent_id, interaction_id, body)
         self.drain()
-        return response
+        return result
+
+    def email(self, **fields: Any) -> EmailContent:
+        """``inbound_email`` with this harness's attachment store."""
+        return inbound_email(store=self.attachments, **fields)
 
     def deliver(
         self,
@@ -121,50 +172,63 @@ class Harness:
         interaction = self.service.receive(email, mailbox=box, queue=queue)
         if offer_to is not None:
             self.service.offer(interaction.id, offer_to)
-        else:
-            self.router.route()
         self.drain()
         return interaction.id
 
     def ingest(
         self, raw: bytes, *, envelope: Envelope | None = None, mailbox: str | None = None
     ) -> IngestResult:
-        """Ingest raw RFC 5322 bytes as the SMTP receiver would, then route and drain."""
-        result = self.service.ingest(raw, envelope=envelope, mailbox=mailbox)
-        self.router.route()
+        """Ingest raw RFC 5322 bytes as the SMTP receiver would, then route and pump."""
+        result = self.engine.ingest(raw, envelope=envelope, mailbox=mailbox)
         self.drain()
         return result
 
-    def set_channel(self, agent_id: str, operation: str = "Ready") -> dict[str, Any]:
+    def set_channel(self, agent_id: str, operation: str = "Ready") -> Result:
         """``POST /me/channels/email`` with ``{"operationName": operation}``."""
-        response = self.router.set_channel_state(agent_id, "email", {"operationName": operation})
+        response = self.engine.set_channel_state(agent_id, {"operationName": operation})
         self.drain()
         return response
 
     def tick(self, seconds: float = 0) -> None:
-        """Let time pass, then run the router's timers (offer timeouts) and route."""
+        """Let time pass, then run the timers (offer timeouts) and pump."""
         if seconds:
             self.clock.advance(seconds)
-        self.router.tick()
+        self.engine.tick()
         self.drain()
 
-    def drain(self) -> None:
-        drain_notifications(self.store, self.notifier)
-        drain_mail(
-            self.store,
-            self.transport,
-            self.clock,
-            lambda entry, reason: self.service.mail_failed(entry.mail.interaction_id, reason),
-            self.retry_policy,
-        )
-        drain_notifications(self.store, self.notifier)
+    def drain(self) -> PumpReport:
+        """Route, publish and send until nothing is left (``Engine.pump``)."""
+        return self.engine.pump()
 
-    def notifications(self, agent_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+    def notifications(
+        self, agent_id: str, *, interaction_id: str | None = None
+    ) -> list[InteractionMessage]:
+        """The ``InteractionStateMessage``s ``agent_id`` was sent on ``/me/interactions``,
+        oldest first; with ``interaction_id``, only those about it."""
+        found = [
+            cast(InteractionMessage, w)
+            for w in self.notifier.for_agent(agent_id, TOPIC_INTERACTIONS)
+        ]
+        if interaction_id is not None:
+            found = [w for w in found if w["id"] == interaction_id]
+        return found
+
+    def messages(self, agent_id: str, topic: str | None = None) -> list[dict[str, Any]]:
+        """Everything ``agent_id`` was sent on ``topic`` (None: every topic), oldest first,
+        in wire form (``/me/channels``, ``/me/workbins``...)."""
         return self.notifier.for_agent(agent_id, topic)
 
-    def last_notification(self, agent_id: str, topic: str = TOPIC_INTERACTIONS) -> dict[str, Any]:
-        """The latest notification on ``topic`` (default: ``/me/interactions``)."""
-        return self.notifications(agent_id, topic)[-1]
+    def last_notification(
+        self, agent_id: str, interaction_id: str | None = None
+    ) -> InteractionMessage:
+        """The latest ``/me/interactions`` notification (about ``interaction_id`` if given)."""
+        found = self.notifications(agent_id, interaction_id=interaction_id)
+        if not found:
+            raise LookupError(
+                f"no notification for {agent_id}"
+                + (f" about {interaction_id}" if interaction_id else "")
+            )
+        return found[-1]
 
     @property
     def sent_mail(self) -> list[OutgoingMail]:

@@ -1,9 +1,14 @@
-"""Running the core inside an asyncio server.
+"""Driving the ``Engine`` from asyncio: the runtime every adapter and the server share.
 
-The service and the router are synchronous and the router's indexes are not thread-safe, while
-SQLite serialises writers anyway; so every call into the core runs on **one worker thread**
-(``CoreRunner``), in order, off the event loop. After each call the dispatchers are woken, and
-they also poll, so a lost wake-up delays nothing by more than a poll interval.
+The Engine is synchronous and not thread-safe (the router's indexes), while SQLite serialises
+writers anyway; so every call into it runs on **one worker thread** (``CoreRunner``), in order,
+off the event loop. After each call that may commit, the dispatchers are woken, and they also
+poll, so a lost wake-up delays nothing by more than a poll interval.
+
+This module sits beside the adapters, not inside one: the HTTP API, the SMTP receiver, the
+CometD server and the composition root (``adapters.server``) all use it without depending on
+each other. The rules it applies are the core's (``interactions_core.outbox``); it only adds
+scheduling.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import ParamSpec, TypeVar
 
-from interactions_core.ports import Notifier, OutboxReader
-from interactions_core.routing import Router
+from interactions_core.engine import Engine
+from interactions_core.outbox import NotificationDrain
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -65,14 +70,12 @@ class CoreRunner:
 
 
 class NotificationDispatcher:
-    """Drains the notification outbox to the notifier, in sequence order, after each commit."""
+    """Drains the notification outbox to the notifier, in sequence order, after each commit:
+    ``NotificationDrain``'s store calls on the core thread, its publishing on the loop."""
 
-    def __init__(
-        self, core: CoreRunner, store: OutboxReader, notifier: Notifier, poll: float = 1.0
-    ) -> None:
+    def __init__(self, core: CoreRunner, drain: NotificationDrain, poll: float = 1.0) -> None:
         self._core = core
-        self._store = store
-        self._notifier = notifier
+        self._drain = drain
         self._poll = poll
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -94,15 +97,17 @@ class NotificationDispatcher:
         await self.drain_once()  # what was committed before stop is published
 
     async def drain_once(self) -> int:
-        total = 0
+        """Publish everything pending (``NotificationDrain.run``, with its store calls on the
+        core thread); returns how many were published."""
+        total, last = 0, 0
         while True:
-            batch = await self._core.run_quiet(self._store.pending_notifications, 0, 500)
+            batch = await self._core.run_quiet(self._drain.take, last)
             if not batch:
                 return total
-            for notification in batch:
-                self._notifier.publish(notification)
-            await self._core.run_quiet(self._store.mark_notifications_done, [n.seq for n in batch])
+            self._drain.publish(batch)
+            await self._core.run_quiet(self._drain.ack, batch)
             total += len(batch)
+            last = batch[-1].seq
             self.published += len(batch)
 
     async def _run(self) -> None:
@@ -120,11 +125,11 @@ class NotificationDispatcher:
 
 
 class RouterTimer:
-    """Runs ``Router.tick`` (offer timeouts, routing) every ``interval`` seconds."""
+    """Runs ``Engine.tick`` (offer timeouts, routing) every ``interval`` seconds."""
 
-    def __init__(self, core: CoreRunner, router: Router, interval: float = 1.0) -> None:
+    def __init__(self, core: CoreRunner, engine: Engine, interval: float = 1.0) -> None:
         self._core = core
-        self._router = router
+        self._engine = engine
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
 
@@ -141,6 +146,6 @@ class RouterTimer:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self._core.run(self._router.tick)
+                await self._core.run(self._engine.tick)
             except Exception:
                 _log.exception("router tick failed")

@@ -1,22 +1,25 @@
-"""The store contract: ONE test case every ``Store`` implementation must pass.
+"""``StoreContract``: the one test case every ``ports.Store`` implementation must pass.
 
-In the style of ``pyeventsourcing/eventsourcing``'s recorder test cases: a backend's test module
-subclasses ``StoreContract`` and implements ``make_store`` (and ``close_store`` when it holds
-resources)::
+A backend's test module subclasses it and implements ``make_store``::
+
+    from interactions_core.testing.contracts import StoreContract
 
     class TestPostgresStore(StoreContract):
         def make_store(self, clock: ManualClock) -> Store:
             return PostgresStore(dsn, clock=clock)
 
-The reference semantics are ``interactions_core.testing.InMemoryStore``'s. Nothing here is
-timed: concurrency is forced with barriers, never with sleeps.
+The reference semantics are ``interactions_core.memory.InMemoryStore``'s, and the contract is
+the one documented in ``interactions_core.ports`` (``Store``, ``UnitOfWork``,
+``OutboxReader``...). Nothing here is timed: concurrency is forced with barriers, never with
+sleeps. The store is made on first use of ``self.store``, inside the test, so fixtures of the
+subclass (a database server, say) are ready by then; it is closed after the test.
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,13 @@ from typing import Any
 import pytest
 
 from interactions_core.errors import ConcurrencyConflict, OperationNotAllowed
+from interactions_core.lifecycle import STATES, WAITING_STATES
+from interactions_core.memory import (
+    InMemoryAgentDirectory,
+    InMemoryAttachmentStore,
+    ManualClock,
+    SequentialIds,
+)
 from interactions_core.model import (
     Address,
     Attachment,
@@ -41,15 +51,11 @@ from interactions_core.ports import (
     Store,
 )
 from interactions_core.service import InteractionService
-from interactions_core.testing import (
-    InMemoryAgentDirectory,
-    InMemoryAttachmentStore,
-    ManualClock,
-    SequentialIds,
-    inbound_email,
-)
+
+__all__ = ["T0", "StoreContract", "interaction", "mail", "note"]
 
 T0 = ManualClock().now()
+"""The time a ``ManualClock`` starts at (the clock every contract test starts with)."""
 
 
 def interaction(iid: str, minute: int = 0, **fields: Any) -> Interaction:
@@ -74,6 +80,7 @@ def interaction(iid: str, minute: int = 0, **fields: Any) -> Interaction:
 
 
 def mail(interaction_id: str, n: int = 1) -> OutgoingMail:
+    """An outgoing reply with every field set (``n`` varies its subject and Message-ID)."""
     return OutgoingMail(
         interaction_id=interaction_id,
         mailbox="support@example.com",
@@ -92,36 +99,56 @@ def mail(interaction_id: str, n: int = 1) -> OutgoingMail:
 
 
 def note(agent_id: str, text: str = "hello", topic: str | None = None) -> Notification:
+    """A notification for ``agent_id`` whose wire form is ``{"messageTypeName": "Test", ...}``."""
     payload = RawMessage(data={"messageTypeName": "Test", "text": text})
     if topic is None:
         return Notification(agent_id=agent_id, payload=payload)
     return Notification(agent_id=agent_id, topic=topic, payload=payload)
 
 
+def _inbound(subject: str, message_id: str | None = None) -> EmailContent:
+    return EmailContent(
+        from_=Address(addr="bob@example.org", name="Bob"),
+        to=(Address(addr="support@example.com"),),
+        subject=subject,
+        text="It broke.",
+        message_id=message_id,
+    )
+
+
 class StoreContract(ABC):
     """Subclass and implement ``make_store``; every ``test_*`` method then runs for it."""
 
-    store: Store
     clock: ManualClock
     tmp_path: Path
 
     @abstractmethod
     def make_store(self, clock: ManualClock) -> Store:
-        """A new, empty store using ``clock`` for outbox timestamps (``self.tmp_path`` is set)."""
+        """A new, empty store using ``clock`` for outbox timestamps.
+
+        ``self.tmp_path`` (pytest's ``tmp_path`` of the test) is set when it is called.
+        """
 
     def close_store(self, store: Store) -> None:
-        """Release the store's resources (default: ``store.close()`` when it has one)."""
-        close: Callable[[], None] | None = getattr(store, "close", None)
-        if close is not None:
-            close()
+        """Release the store after the test (default: ``store.close()``); override it to drop
+        what the test left behind, e.g. a database schema."""
+        store.close()
 
     @pytest.fixture(autouse=True)
-    def _store(self, tmp_path: Path) -> Iterator[None]:
+    def _store_contract(self, tmp_path: Path) -> Iterator[None]:
         self.tmp_path = tmp_path
         self.clock = ManualClock()
-        self.store = self.make_store(self.clock)
+        self._stores: list[Store] = []
         yield
-        self.close_store(self.store)
+        for store in self._stores:
+            self.close_store(store)
+
+    @property
+    def store(self) -> Store:
+        """The store under test: made by ``make_store`` on first use, closed after the test."""
+        if not self._stores:
+            self._stores.append(self.make_store(self.clock))
+        return self._stores[0]
 
     # ------------------------------------------------------------------ helpers
 
@@ -142,6 +169,24 @@ class StoreContract(ABC):
             changed = uow.interactions.update(current.model_copy(update=fields))
             uow.commit()
         return changed
+
+    def notify(self, *texts: str, agent_id: str = "alice") -> None:
+        """One commit per text: a notification for ``agent_id`` with that text."""
+        for text in texts:
+            with self.store.unit_of_work() as uow:
+                uow.outbox.add_notification(note(agent_id, text))
+                uow.commit()
+
+    def service(self) -> InteractionService:
+        """The core's service on this store, with one agent, alice (mailbox support@...)."""
+        alice = Agent(id="alice", mailboxes=("support@example.com",))
+        return InteractionService(
+            self.store,
+            InMemoryAgentDirectory([alice]),
+            InMemoryAttachmentStore(),
+            self.clock,
+            SequentialIds(),
+        )
 
     @staticmethod
     def ids(found: list[Interaction]) -> list[str]:
@@ -445,8 +490,8 @@ class StoreContract(ABC):
                 )
             )
             uow.interactions.add(interaction("I4", 0, workbin="wb", state="Transferred"))
-            assert uow.interactions.get("I1") is not None
-            assert uow.interactions.get("I1").state == "Revoked"
+            revoked = uow.interactions.get("I1")
+            assert revoked is not None and revoked.state == "Revoked"
             assert self.ids(uow.interactions.in_queue("Inbound")) == ["I4", "I1"]
             assert self.ids(uow.interactions.in_queue("Inbound", limit=1)) == ["I4"]
             assert self.ids(uow.interactions.for_agent("alice")) == ["I2"]
@@ -531,6 +576,13 @@ class StoreContract(ABC):
         with self.store.unit_of_work() as uow:
             assert uow.interactions.in_workbin("wb") == []
             assert self.ids(uow.interactions.for_agent("alice")) == ["I1"]
+
+    def test_in_queue_is_exactly_the_lifecycle_waiting_states(self) -> None:
+        self.add(*(interaction(f"S{n}", n, state=state) for n, state in enumerate(STATES)))
+        waiting = [f"S{n}" for n, state in enumerate(STATES) if state in WAITING_STATES]
+        assert waiting  # the lifecycle has waiting states, or this test proves nothing
+        with self.store.unit_of_work() as uow:
+            assert self.ids(uow.interactions.in_queue("Inbound")) == waiting
 
     # ------------------------------------------------------------------ outbox
 
@@ -672,21 +724,125 @@ class StoreContract(ABC):
         self.store.mark_mail_failed(a, "gave up")
         assert self.store.pending_mail(second + timedelta(days=1)) == []
 
+    # ------------------------------------------------------------------ seq
+
+    def test_every_pending_notification_carries_its_own_seq(self) -> None:
+        """A reader must return each notification with the positive seq it stored it under:
+        drains read on after the last seq and mark done by seq."""
+        self.notify("0", "1")
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_mail(mail("I1"))
+            uow.outbox.add_notification(note("bob", "2"))
+            uow.commit()
+        self.notify("3")
+        notes = self.store.pending_notifications()
+        assert [n.to_wire()["text"] for n in notes] == ["0", "1", "2", "3"]
+        seqs = [n.seq for n in notes]
+        assert all(s >= 1 for s in seqs), f"notifications returned without their seq: {seqs}"
+        assert seqs == sorted(set(seqs)), f"seqs not unique and increasing: {seqs}"
+        for k, seq in enumerate(seqs):
+            after = self.store.pending_notifications(after_seq=seq)
+            assert [n.seq for n in after] == seqs[k + 1 :]
+        self.store.mark_notifications_done([seqs[1]])
+        assert [n.to_wire()["text"] for n in self.store.pending_notifications()] == ["0", "2", "3"]
+
+    def test_a_drain_reading_on_after_the_last_seq_ends(self) -> None:
+        """The loop every dispatcher runs: read after the last seq seen, until empty."""
+        texts = [str(n) for n in range(7)]
+        self.notify(*texts)
+        seen: list[str] = []
+        after, batches = 0, 0
+        while True:
+            batch = self.store.pending_notifications(after_seq=after, limit=3)
+            if not batch:
+                break
+            batches += 1
+            assert batches <= 3, (
+                f"after_seq={after} returned {[n.seq for n in batch]}: the drain does not move "
+                "forward (a reader must return each notification with its seq)"
+            )
+            seen.extend(n.to_wire()["text"] for n in batch)
+            after = batch[-1].seq
+        assert seen == texts
+        assert len(self.store.pending_notifications()) == 7  # reading marks nothing done
+
+    def test_a_seq_read_twice_is_the_same_seq(self) -> None:
+        self.notify("a", "b")
+        first = [n.seq for n in self.store.pending_notifications()]
+        assert [n.seq for n in self.store.pending_notifications()] == first
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(note("alice", "c"))
+            uow.commit()
+        assert [n.seq for n in self.store.pending_notifications()][:2] == first
+
+    def test_marking_done_twice_or_unknown_seqs_is_a_no_op(self) -> None:
+        self.notify("0", "1")
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_mail(mail("I1", 1))
+            uow.outbox.add_mail(mail("I2", 2))
+            uow.commit()
+        first, second = (n.seq for n in self.store.pending_notifications())
+        sent, failed = (e.seq for e in self.store.pending_mail(self.clock.now()))
+        self.store.mark_notifications_done([first])
+        self.store.mark_notifications_done([first, first])
+        self.store.mark_mail_sent(sent)
+        self.store.mark_mail_sent(sent)
+        self.store.mark_mail_failed(failed, "550 no")
+        self.store.mark_mail_failed(failed, "550 again")
+        self.store.reschedule_mail(failed, self.clock.now(), "late")
+        # A mail seq is not a notification's, and the reverse.
+        self.store.mark_notifications_done([sent, failed])
+        self.store.mark_mail_sent(second)
+        self.store.mark_mail_failed(second, "not a mail")
+        self.store.reschedule_mail(second, self.clock.now(), "not a mail")
+        unknown = max(first, second, sent, failed) + 1000
+        self.store.mark_notifications_done([unknown, -1, 0])
+        self.store.mark_mail_sent(unknown)
+        self.store.mark_mail_failed(0, "never queued")
+        self.store.reschedule_mail(-1, self.clock.now(), "never queued")
+        assert [n.seq for n in self.store.pending_notifications()] == [second]
+        assert self.store.pending_mail(self.clock.now() + timedelta(days=1)) == []
+
+    def test_pending_mail_due_before_is_inclusive(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_mail(mail("I1"))
+            uow.commit()
+        [entry] = self.store.pending_mail(self.clock.now())
+        due = self.clock.now() + timedelta(seconds=30)
+        self.store.reschedule_mail(entry.seq, due, "421 later")
+        assert self.store.pending_mail(due - timedelta(microseconds=1)) == []
+        [again] = self.store.pending_mail(due)
+        assert (again.seq, again.next_attempt_at, again.attempts) == (entry.seq, due, 1)
+        assert self.store.pending_mail(due, limit=0) == []
+
+    # ------------------------------------------------------------------ close
+
+    def test_close_is_idempotent(self) -> None:
+        self.add(interaction("I1"))
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(note("alice"))
+            uow.outbox.add_mail(mail("I1"))
+            uow.commit()
+        self.store.close()
+        self.store.close()  # and once more after the test: no error either
+
+    def test_close_of_a_store_never_used_is_idempotent(self) -> None:
+        self.store.close()
+        self.store.close()
+
+    def test_close_after_a_rolled_back_unit_of_work(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I1"))
+            uow.outbox.add_notification(note("alice"))
+            uow.rollback()
+        self.store.close()
+        self.store.close()
+
     # ------------------------------------------------------------------ through the service
 
     def test_service_race_to_accept_one_offer_has_exactly_one_winner(self) -> None:
-        alice = Agent(id="alice", mailboxes=("support@example.com",))
-        service = InteractionService(
-            self.store,
-            InMemoryAgentDirectory([alice]),
-            InMemoryAttachmentStore(),
-            self.clock,
-            SequentialIds(),
-        )
-        inbound = service.receive(
-            inbound_email(sender="bob@example.org", to="support@example.com", subject="Hi"),
-            mailbox="support@example.com",
-        )
+        service = self.service()
+        inbound = service.receive(_inbound("Hi"), mailbox="support@example.com")
         service.offer(inbound.id, "alice")
         accept = parse_operation({"operationName": "Accept"})
         workers = 4
@@ -717,23 +873,9 @@ class StoreContract(ABC):
         assert states == ["Invited", "Accepted"]
 
     def test_service_reply_and_send_commit_interactions_with_their_outbox(self) -> None:
-        alice = Agent(id="alice", mailboxes=("support@example.com",))
-        service = InteractionService(
-            self.store,
-            InMemoryAgentDirectory([alice]),
-            InMemoryAttachmentStore(),
-            self.clock,
-            SequentialIds(),
-        )
+        service = self.service()
         inbound = service.receive(
-            inbound_email(
-                sender="Bob <bob@example.org>",
-                to="support@example.com",
-                subject="Help",
-                text="It broke.",
-                message_id="<orig@example.org>",
-            ),
-            mailbox="support@example.com",
+            _inbound("Help", message_id="<orig@example.org>"), mailbox="support@example.com"
         )
         service.offer(inbound.id, "alice")
         service.execute_wire("alice", inbound.id, {"operationName": "Accept"})
@@ -755,6 +897,3 @@ class StoreContract(ABC):
             assert parent is not None and parent.version == 3  # the reply did not rewrite it
         listed = service.list_interactions("alice")
         assert [m["id"] for m in listed] == [inbound.id]
-
-
-__all__ = ["StoreContract", "interaction", "mail", "note"]

@@ -1,0 +1,172 @@
+"""Inbound mail becomes interactions: the service side of ingestion.
+
+``parse_message`` (``ingest``) turns bytes into an ``EmailContent``; this module decides what
+the new interaction is: its mailbox and queue, whether it is a duplicate delivery, which of our
+outbound interactions it answers (threading), its ContactID, and its routing preference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .ingest import Envelope, MessageRefused, parse_message
+from .lifecycle import State
+from .model import Direction, EmailContent, Interaction, SubType
+from .ports import UnitOfWork
+
+if TYPE_CHECKING:
+    from .service import InteractionService
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What became of an inbound message."""
+
+    interaction_id: str
+    duplicate: bool = False  # this message was already ingested into this mailbox
+    automatic: str | None = None
+    problems: tuple[str, ...] = ()
+    parent_id: str | None = None
+
+
+def contact_id(email: EmailContent) -> str:
+    """The customer an inbound mail comes from: its From address, case-folded (the one rule,
+    for mail received as bytes or as an ``EmailContent`` alike)."""
+    return email.from_.addr.casefold() if email.from_ is not None else ""
+
+
+def same_message(a: EmailContent, b: EmailContent) -> bool:
+    """The same message delivered twice: trace headers may differ, what it says may not."""
+    return (
+        a.from_ == b.from_
+        and a.subject == b.subject
+        and a.text == b.text
+        and a.html == b.html
+        and [x.id for x in a.attachments] == [x.id for x in b.attachments]
+    )
+
+
+def answered(uow: UnitOfWork, email: EmailContent) -> Interaction | None:
+    """The outbound interaction this mail answers (In-Reply-To, then References newest
+    first), when it is one of ours."""
+    ids = [email.in_reply_to] if email.in_reply_to else []
+    ids += reversed(email.references)
+    for message_id in ids:
+        found = uow.interactions.by_message_id(message_id)
+        if found is not None and found.direction is Direction.OUTBOUND:
+            return found
+    return None
+
+
+class Intake:
+    """``receive`` (an ``EmailContent``) and ``ingest`` (RFC 5322 bytes) for one service."""
+
+    def __init__(self, service: InteractionService) -> None:
+        self.service = service
+        config = service.config
+        self.mailbox_queues = {k.casefold(): v for k, v in config.mailbox_queues.items()}
+
+    def queue_of(self, mailbox: str) -> str:
+        return self.mailbox_queues.get(mailbox.casefold(), self.service.config.default_queue)
+
+    def receive(
+        self,
+        email: EmailContent,
+        *,
+        mailbox: str,
+        queue: str | None = None,
+        user_data: Mapping[str, Any] | None = None,
+        contact: str = "",
+        subtype: str = SubType.INBOUND_NEW,
+        parent_id: str | None = None,
+    ) -> Interaction:
+        s = self.service
+        now = s.clock.now()
+        box = mailbox.casefold()
+        queue = queue or self.queue_of(box)
+
+        def run(uow: UnitOfWork) -> Interaction:
+            interaction = Interaction(
+                id=s.ids.interaction_id(),
+                state=s.lifecycle.fire("Ingest", State.NEW),
+                interaction_subtype=subtype,
+                mailbox=box,
+                email=email,
+                user_data=dict(user_data or {}),
+                contact_id=contact or contact_id(email),
+                current_queue=queue,
+                in_queues=(queue,),
+                received_at=now,
+                parent_id=parent_id,
+            )
+            return uow.interactions.add(interaction)
+
+        return s.in_transaction(run)
+
+    def ingest(
+        self, raw: bytes, *, envelope: Envelope | None = None, mailbox: str | None = None
+    ) -> IngestResult:
+        s = self.service
+        limits = s.config.ingest_limits
+        if len(raw) > limits.max_message_bytes:
+            raise MessageRefused(
+                f"message of {len(raw)} bytes exceeds the limit of {limits.max_message_bytes}",
+                kind="too_large",
+            )
+        raw_id = s.attachments.put(raw)
+        parsed = parse_message(raw, envelope=envelope, attachments=s.attachments, limits=limits)
+        email = parsed.email
+        box = (mailbox or self.mailbox_of(email, envelope)).casefold()
+        queue = s.config.automatic_queue if parsed.automatic else self.queue_of(box)
+        user_data: dict[str, Any] = dict(parsed.user_data)
+        now = s.clock.now()
+
+        def run(uow: UnitOfWork) -> IngestResult:
+            problems = parsed.problems
+            data = user_data
+            if email.message_id:
+                existing = uow.interactions.by_message_id(email.message_id, box)
+                if existing is not None and existing.direction is Direction.INBOUND:
+                    if same_message(existing.email, email):
+                        return IngestResult(
+                            existing.id, duplicate=True, parent_id=existing.parent_id
+                        )
+                    # Nothing accepted is dropped: a sender reusing an id gets a new interaction.
+                    note = f"Message-ID {email.message_id} already used by {existing.id}"
+                    problems = (*problems, note)
+                    data = {**user_data, "MessageIdReusedFrom": existing.id}
+            parent = answered(uow, email)
+            interaction = Interaction(
+                id=s.ids.interaction_id(),
+                state=s.lifecycle.fire("Ingest", State.NEW),
+                interaction_subtype=(
+                    SubType.INBOUND_CUSTOMER_REPLY if parent else SubType.INBOUND_NEW
+                ),
+                mailbox=box,
+                email=email,
+                user_data=data,
+                contact_id=parent.contact_id if parent and parent.contact_id else contact_id(email),
+                current_queue=queue,
+                in_queues=(queue,),
+                received_at=now,
+                parent_id=parent.id if parent else None,
+                preferred_agent=parent.last_agent if parent and not parsed.automatic else None,
+                raw_id=raw_id,
+            )
+            stored = uow.interactions.add(interaction)
+            return IngestResult(
+                stored.id, automatic=parsed.automatic, problems=problems, parent_id=stored.parent_id
+            )
+
+        return s.in_transaction(run)
+
+    def mailbox_of(self, email: EmailContent, envelope: Envelope | None) -> str:
+        """The mailbox a message was delivered to: a known envelope recipient, else To/Cc."""
+        candidates = [*(envelope.rcpt_tos if envelope else ()), *(a.addr for a in email.to)]
+        candidates += [a.addr for a in email.cc]
+        for address in candidates:
+            if address.casefold() in self.mailbox_queues:
+                return address
+        return candidates[0] if candidates else ""
