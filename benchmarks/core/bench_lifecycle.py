@@ -172,7 +172,7 @@ def main() -> None:
     large = memory_per_interaction(100_000)
     print(f"memory per live interaction: 1k: {small / 1024:.2f} KiB, 100k: {large / 1024:.2f} KiB")
     print(f"ratio 100k/1k: {large / small:.2f}   models on the machine: {len(MACHINE.models)}")
-    print(f"capability lookups are cached: {lifecycle.capabilities.cache_info()}")
+    print(f"capability lookups are cached: {lifecycle.DEFAULT.capabilities.cache_info()}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class Context:
     def save(self, i: Interaction, **changes: Any) -> Interaction:
         """Write ``i`` with ``changes`` (version + 1) and tell the acting agent."""
         changed = self.uow.interactions.update(evolve(i, **changes))
-        self.notify(self.agent.id, changed)
+        self.service.notify(self.uow, self.agent.id, changed)
         return changed
 
     def notify(self, agent_id: str, i: Interaction, state: str | None = None) -> None:

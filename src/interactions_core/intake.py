@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from .ingest import Envelope, MessageRefused, parse_message
@@ -18,6 +19,10 @@ from .ports import UnitOfWork
 
 if TYPE_CHECKING:
     from .service import InteractionService
+
+# Mailbox keys are case-folded; the same few mailboxes come again and again, so one folded
+# string is shared by all their interactions instead of a new copy in each.
+_fold = lru_cache(maxsize=1024)(str.casefold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,7 @@ class Intake:
         self.mailbox_queues = {k.casefold(): v for k, v in config.mailbox_queues.items()}
 
     def queue_of(self, mailbox: str) -> str:
-        return self.mailbox_queues.get(mailbox.casefold(), self.service.config.default_queue)
+        return self.mailbox_queues.get(_fold(mailbox), self.service.config.default_queue)
 
     def receive(
         self,
@@ -84,7 +89,7 @@ class Intake:
     ) -> Interaction:
         s = self.service
         now = s.clock.now()
-        box = mailbox.casefold()
+        box = _fold(mailbox)
         queue = queue or self.queue_of(box)
 
         def run(uow: UnitOfWork) -> Interaction:
@@ -118,7 +123,7 @@ class Intake:
         raw_id = s.attachments.put(raw)
         parsed = parse_message(raw, envelope=envelope, attachments=s.attachments, limits=limits)
         email = parsed.email
-        box = (mailbox or self.mailbox_of(email, envelope)).casefold()
+        box = _fold(mailbox or self.mailbox_of(email, envelope))
         queue = s.config.automatic_queue if parsed.automatic else self.queue_of(box)
         user_data: dict[str, Any] = dict(parsed.user_data)
         now = s.clock.now()

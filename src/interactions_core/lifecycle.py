@@ -14,6 +14,7 @@ There is no second hand-kept list; a test proves it for every state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any, Final
 
 from transitions import Machine, MachineError
@@ -171,8 +172,10 @@ class Lifecycle:
         self.machine = self._build()
         self._events = self.machine.events
         self._inert = self._find_inert()
-        self._triggers: dict[str, frozenset[str]] = {}
-        self._capabilities: dict[str, tuple[str, ...]] = {}
+        # Cached per state by C-level caches: a hit costs no Python frame (the hot path asks
+        # twice per operation). A state's answers never change: the lifecycle is immutable.
+        self.triggers = lru_cache(maxsize=None)(self._triggers_of)
+        self.capabilities = lru_cache(maxsize=None)(self._capabilities_of)
 
     def _check(self) -> None:
         known = set(self.states)
@@ -251,21 +254,15 @@ class Lifecycle:
             raise OperationNotAllowed(trigger, state, self.capabilities(state))
         return holder.state
 
-    def triggers(self, state: str) -> frozenset[str]:
-        """Every trigger (agent or system) the machine accepts in ``state``."""
-        found = self._triggers.get(state)
-        if found is None:
-            found = self._triggers[state] = frozenset(self.machine.get_triggers(state))
-        return found
+    def _triggers_of(self, state: str) -> frozenset[str]:
+        """Every trigger (agent or system) the machine accepts in ``state`` (``triggers``)."""
+        return frozenset(self.machine.get_triggers(state))
 
-    def capabilities(self, state: str) -> tuple[str, ...]:
-        """The agent operations the machine allows in ``state``: the seed's ``capabilities``."""
-        found = self._capabilities.get(state)
-        if found is None:
-            allowed = self.triggers(state)
-            found = tuple(op for op in self.agent_operations if op in allowed)
-            self._capabilities[state] = found
-        return found
+    def _capabilities_of(self, state: str) -> tuple[str, ...]:
+        """The agent operations the machine allows in ``state``: the seed's ``capabilities``
+        (``capabilities``)."""
+        allowed = self.triggers(state)
+        return tuple(op for op in self.agent_operations if op in allowed)
 
     def is_allowed(self, trigger: str, state: str) -> bool:
         return trigger in self.triggers(state)

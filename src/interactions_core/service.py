@@ -142,7 +142,8 @@ class InteractionService:
         self.clock = clock
         self.ids = ids
         self.config = c = config or ServiceConfig()
-        self.registry = registry or DEFAULT_REGISTRY
+        self._registry = registry or DEFAULT_REGISTRY
+        self.lifecycle: Lifecycle = self._registry.lifecycle
         self.workbin_rules = Workbins(c.personal_workbins, c.shared_workbins)
         self._builtin_queues = frozenset(
             {c.draft_queue, c.sent_queue, c.done_queue, c.default_queue, c.automatic_queue}
@@ -154,8 +155,14 @@ class InteractionService:
         self.intake = Intake(self)
 
     @property
-    def lifecycle(self) -> Lifecycle:
-        return self.registry.lifecycle
+    def registry(self) -> OperationRegistry:
+        """The operations this service knows (``lifecycle`` is the registry's)."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: OperationRegistry) -> None:
+        self._registry = registry
+        self.lifecycle = registry.lifecycle
 
     # ------------------------------------------------------------------ entry points
 
