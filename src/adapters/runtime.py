@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import ParamSpec, TypeVar
 
@@ -149,3 +150,59 @@ class RouterTimer:
                 await self._core.run(self._engine.tick)
             except Exception:
                 _log.exception("router tick failed")
+
+
+class NotificationPurger:
+    """Deletes published notifications older than ``retention`` every ``interval`` seconds
+    (``Engine.purge_notifications``), ``batch`` at a time: each batch is one short transaction
+    on the core thread, so operations interleave with a large purge."""
+
+    def __init__(
+        self,
+        core: CoreRunner,
+        engine: Engine,
+        retention: timedelta,
+        interval: float | None = None,
+        batch: int = 1000,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        self._core = core
+        self._engine = engine
+        self._retention = retention
+        # A row lives from retention to retention + interval: a fifth of it, within [1, 60] s.
+        self.interval = (
+            interval if interval is not None else min(60.0, max(1.0, retention.total_seconds() / 5))
+        )
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+        self.purged = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notification-purger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def purge_once(self) -> int:
+        """Purge, batch by batch, until a batch is not full; returns how many were deleted."""
+        total = 0
+        while True:
+            count = await self._core.run_quiet(
+                self._engine.purge_notifications, self._retention, self._batch
+            )
+            total += count
+            self.purged += count
+            if count < self._batch:
+                return total
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.purge_once()
+            except Exception:
+                _log.exception("notification purge failed; tried again later")

@@ -1,5 +1,10 @@
 """Address lists at the input edge: parse, refuse header injection, validate, normalise.
 
+Header injection is refused in both its forms: a line break in the text given, and a display
+name that the MIME writer would decode (RFC 2047) into one, such as
+``"=?utf-8?q?Evil=0D=0ABcc:_x@evil.org?=" <a@b>``: the stdlib decodes encoded words in a
+display name, even a quoted one, when it writes the header.
+
 Validation uses email-validator offline (``check_deliverability=False``) and is cached, because
 the same customer and mailbox addresses come back again and again. Data loaded from storage is
 never passed through here.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from email.headerregistry import Address as HeaderAddress
 from email.headerregistry import AddressHeader
 from email.utils import getaddresses
 from functools import lru_cache
@@ -44,7 +50,24 @@ def _normalise(addr: str) -> str:
 def validate_address(addr: str, name: str = "", *, field: str = "address") -> Address:
     refuse_line_breaks(field, addr)
     refuse_line_breaks(field, name)
+    if "=?" in name:
+        written = _written_name(name)
+        if written is None or has_line_break(written):
+            raise InvalidAddress(
+                f"{field}: the display name {name!r} decodes (RFC 2047) to a line break, "
+                "which is not allowed in a header value"
+            )
     return Address(addr=_normalise(addr.strip()), name=name.strip())
+
+
+def _written_name(name: str) -> str | None:
+    """``name`` as the stdlib's header writer reads it when it writes the mail (encoded words
+    decoded, in a quoted name too); None when it can't be written at all."""
+    try:
+        mailbox = str(HeaderAddress(display_name=name, username="x", domain="example.invalid"))
+        return AddressHeader.value_parser(mailbox).all_mailboxes[0].display_name or ""
+    except Exception:  # whatever the stdlib parser raises: the name can't be written
+        return None
 
 
 def parse_address_list(
@@ -111,14 +134,20 @@ def addresses_from_header(header: object) -> tuple[Address, ...]:
     """
     if not isinstance(header, AddressHeader):
         return ()
-    out: list[Address] = []
-    for a in header.addresses:
-        domain = a.domain or ""
-        # A plausible domain: no '@', '<' or '>' and at least one character besides dots.
-        if a.username and domain.strip(".") and not set(domain) & {"@", "<", ">", " "}:
-            local = _local_part(a.username)
-            out.append(Address(addr=f"{local}@{domain}", name=a.display_name or ""))
-    return tuple(out)
+    found = (
+        mailbox_address(a.display_name or "", a.username or "", a.domain or "")
+        for a in header.addresses
+    )
+    return tuple(a for a in found if a is not None)
+
+
+def mailbox_address(display_name: str, local_part: str, domain: str) -> Address | None:
+    """One mailbox of a received address header, as the stdlib parser split it (the local
+    part unquoted), without re-validation; None when it has no plausible addr-spec."""
+    # A plausible domain: no '@', '<' or '>' and at least one character besides dots.
+    if local_part and domain.strip(".") and not set(domain) & {"@", "<", ">", " "}:
+        return Address(addr=f"{_local_part(local_part)}@{domain}", name=display_name)
+    return None
 
 
 def dedupe(addresses: Iterable[Address], exclude: Iterable[str] = ()) -> tuple[Address, ...]:

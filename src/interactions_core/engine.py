@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .ids import RandomIds, SystemClock
@@ -292,6 +292,13 @@ class Engine:
                 return total
         _log.warning("Engine.pump stopped after %d rounds with work left", max_rounds)
         return total
+
+    def purge_notifications(self, retention: timedelta, limit: int = 1000) -> int:
+        """Delete at most ``limit`` notifications published more than ``retention`` ago;
+        returns how many (``limit``: call again). Published notifications are kept until then,
+        for clients that were away to catch up (``store.notifications_since``); call this on a
+        timer (the server does, every ``notification_retention_seconds / 5``, at most 60 s)."""
+        return self.store.purge_notifications(self.clock.now() - retention, limit)
 
     def _mail_failed(self, entry: MailEntry, reason: str) -> None:
         self.service.mail_failed(entry.mail.interaction_id, reason)

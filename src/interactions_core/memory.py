@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from .ports import (
     Clock,
     MailEntry,
     Notification,
+    NotificationBacklog,
     OutgoingMail,
     PermanentMailError,
     TransientMailError,
@@ -45,7 +47,13 @@ class InMemoryStore:
         self._lock = threading.Lock()
         self._rows: dict[str, Interaction] = {}
         self._seq = 0
+        # Notifications: every retained one by seq; the pending ones; when the others were
+        # published; each agent's retained seqs (increasing); the highest seq purged per agent.
         self._notifications: dict[int, Notification] = {}
+        self._pending: set[int] = set()
+        self._published: dict[int, datetime] = {}
+        self._by_agent: dict[str, list[int]] = {}
+        self._purged_through: dict[str, int] = {}
         self._mail: dict[int, MailEntry] = {}
         self._mail_done: dict[int, str | None] = {}  # seq -> failure reason (None = sent)
 
@@ -58,13 +66,51 @@ class InMemoryStore:
     # -- outbox reader
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
         with self._lock:
-            seqs = sorted(s for s in self._notifications if s > after_seq)[:limit]
+            seqs = sorted(s for s in self._pending if s > after_seq)[: max(limit, 0)]
             return [self._notifications[s].model_copy(update={"seq": s}) for s in seqs]
 
     def mark_notifications_done(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        now = self._clock.now()
         with self._lock:
             for s in seqs:
-                self._notifications.pop(s, None)
+                if s in self._pending:
+                    self._pending.remove(s)
+                    self._published[s] = now
+
+    def notifications_since(
+        self, agent_id: str, after_seq: int, limit: int = 500
+    ) -> NotificationBacklog:
+        with self._lock:
+            seqs = self._by_agent.get(agent_id, [])
+            start = bisect_right(seqs, after_seq)
+            found = [
+                self._notifications[s].model_copy(update={"seq": s})
+                for s in seqs[start : start + max(limit, 0)]
+            ]
+            complete = self._purged_through.get(agent_id, 0) <= after_seq <= self._seq
+            return build(
+                NotificationBacklog, notifications=found, complete=complete, last_seq=self._seq
+            )
+
+    def purge_notifications(self, published_before: datetime, limit: int = 1000) -> int:
+        with self._lock:
+            old = sorted(s for s, at in self._published.items() if at < published_before)
+            old = old[: max(limit, 0)]
+            purged: dict[str, set[int]] = {}
+            for s in old:
+                del self._published[s]
+                agent_id = self._notifications.pop(s).agent_id
+                purged.setdefault(agent_id, set()).add(s)
+                self._purged_through[agent_id] = max(self._purged_through.get(agent_id, 0), s)
+            for agent_id, gone in purged.items():
+                kept = [s for s in self._by_agent[agent_id] if s not in gone]
+                if kept:
+                    self._by_agent[agent_id] = kept
+                else:
+                    del self._by_agent[agent_id]
+            return len(old)
 
     def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]:
         with self._lock:
@@ -112,6 +158,8 @@ class InMemoryStore:
             for n in notifications:
                 self._seq += 1
                 self._notifications[self._seq] = n  # its seq is stamped when read
+                self._pending.add(self._seq)
+                self._by_agent.setdefault(n.agent_id, []).append(self._seq)
             for m in mail:
                 self._seq += 1
                 self._mail[self._seq] = build(
@@ -222,6 +270,9 @@ class InMemoryAttachmentStore:
 
     def get(self, content_id: str) -> bytes:
         return self._blobs[content_id]
+
+    def delete(self, content_id: str) -> None:
+        self._blobs.pop(content_id, None)
 
     def close(self) -> None:
         """Nothing to release: the bytes live as long as this object (idempotent)."""

@@ -193,8 +193,21 @@ def format_addresses(addresses: Iterable[Address]) -> str:
     return ", ".join(format_address(a) for a in addresses)
 
 
+def _blob_of(data: dict[str, Any]) -> str:
+    # Records written before attachments had their own identity held only ``id``, the content
+    # address: read back, their blob is that id.
+    return str(data.get("id", ""))
+
+
 class Attachment(BaseModel):
-    """An attachment reference: the bytes live in the attachment store under ``id``.
+    """One attachment of one interaction: its own identity, name and type, and the address of
+    its bytes in the attachment store.
+
+    ``id`` names the attachment (unique within its interaction, stable once created; the wire's
+    ``id``, what downloads, DELETE and ``LinkAttachment`` use). ``blob`` is the content address
+    the bytes are stored under (``AttachmentStore.put``): two attachments with the same bytes —
+    two names for one file, a forward's copy, a linked one — share one blob. Absent in records
+    written before the two were separated, it defaults to ``id`` (then the content address).
 
     ``content_id`` is the part's MIME Content-ID without its angle brackets, when it has one:
     the HTML body shows an inline image as ``<img src="cid:...">`` (RFC 2392).
@@ -203,6 +216,7 @@ class Attachment(BaseModel):
     model_config = _FROZEN
 
     id: str
+    blob: str = Field(default_factory=_blob_of)
     name: str
     size: int
     mimetype: str

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,12 +29,25 @@ from pydantic import (
 
 from .errors import InvalidRequest
 from .model import HEADER_BREAKS, UserDataValue, has_line_break
+from .rfc5322 import writes_line_break
 
 # One line of header-safe text: no line break of any kind (see ``HEADER_BREAKS``).
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=f"^[^{HEADER_BREAKS}]+$")
 ]
-Prefix = Annotated[str, StringConstraints(max_length=64, pattern=f"^[^{HEADER_BREAKS}]*$")]
+
+
+def _no_encoded_break(value: str) -> str:
+    if writes_line_break(value):
+        raise ValueError("decodes (RFC 2047 encoded word) to a line break (header injection)")
+    return value
+
+
+Prefix = Annotated[
+    str,
+    StringConstraints(max_length=64, pattern=f"^[^{HEADER_BREAKS}]*$"),
+    AfterValidator(_no_encoded_break),
+]
 Line = Annotated[str, StringConstraints(max_length=1000, pattern=f"^[^{HEADER_BREAKS}]*$")]
 AddressInput = str | list[str]
 MAX_TEXT = 10 * 1024 * 1024
@@ -147,6 +161,11 @@ class SendEmail(BaseModel):
     def _one_line(cls, value: str | None) -> str | None:
         if value is not None and has_line_break(value):
             raise ValueError("line breaks are not allowed in a subject (header injection)")
+        if value is not None and writes_line_break(value):
+            raise ValueError(
+                "the subject decodes (RFC 2047 encoded word) to a line break, which is not "
+                "allowed in a header value (header injection)"
+            )
         return value
 
 
@@ -317,16 +336,45 @@ MAX_JSON_DEPTH = 64
 
 def parse_json(body: bytes | str) -> Any:
     """A request body as JSON the rest of the system can store and send back, or
-    ``InvalidRequest``: malformed, nested too deeply, or holding what JSON parsing lets through
-    but cannot write (see ``refuse_unrepresentable``)."""
+    ``InvalidRequest``: malformed, nested too deeply, repeating a key within one object (at any
+    depth; the answer names it and its path), or holding what JSON parsing lets through but
+    cannot write (see ``refuse_unrepresentable``)."""
     try:
-        value = json.loads(body, parse_constant=_not_json)
+        value = json.loads(body, parse_constant=_not_json, object_pairs_hook=_object)
     except RecursionError:
         raise InvalidRequest("Malformed JSON: nested too deeply") from None
     except ValueError as exc:  # UnicodeDecodeError included
         raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
     refuse_unrepresentable(value)
     return value
+
+
+class _RepeatedKeys(dict[str, Any]):
+    """An object that named a key more than once, as ``_object`` reads it: only ever seen by
+    ``refuse_unrepresentable``, which refuses it naming the place (``parse_json`` never
+    returns one)."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[str, Any]], repeated: tuple[str, ...]) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 §4: names SHOULD be unique, and which of two a reader keeps is undefined; Python
+    # keeps the last, another reader the first. {"operationName":"UpdateProperties",
+    # "operationName":"Cancel"} must not mean one thing to a proxy and another here.
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for key, _ in pairs:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    return _RepeatedKeys(pairs, tuple(repeated))
 
 
 def _not_json(constant: str) -> Any:
@@ -338,8 +386,9 @@ def refuse_unrepresentable(body: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Refuse, at the edge and naming the place, what JSON parsing lets through but nothing
     downstream can store or send back: half a UTF-16 pair escaped as "\\ud800" (a string UTF-8
     cannot encode; RFC 8259 §8.2 leaves it undefined), a number too large for a float (1e999
-    parses to infinity, which JSON cannot write; RFC 8259 §6), and nesting deeper than
-    ``max_depth`` (which serialisers refuse, RFC 8259 §9 lets a parser limit)."""
+    parses to infinity, which JSON cannot write; RFC 8259 §6), nesting deeper than
+    ``max_depth`` (which serialisers refuse, RFC 8259 §9 lets a parser limit), and an object
+    ``parse_json`` read with a key given twice."""
     pending: list[tuple[str, Any, int]] = [("", body, 0)]
     while pending:
         where, value, depth = pending.pop()
@@ -363,6 +412,15 @@ def refuse_unrepresentable(body: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
                     [f"{_shown(where)}: {value} (out of range, NaN or Infinity)"],
                 )
         elif isinstance(value, dict):
+            if type(value) is _RepeatedKeys:
+                raise InvalidRequest(
+                    "The request repeats a key within one object",
+                    [
+                        f"{_shown(f'{where}.{key}' if where else key)}: the key {repr(key)[:80]} "
+                        "is given more than once (RFC 8259 §4)"
+                        for key in value.repeated
+                    ],
+                )
             for key, item in value.items():
                 path = f"{where}.{key}" if where else str(key)
                 pending.append((path, key, depth + 1))

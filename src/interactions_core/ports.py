@@ -109,6 +109,24 @@ class Notification(BaseModel):
         return data
 
 
+class NotificationBacklog(BaseModel):
+    """What ``OutboxReader.notifications_since`` found: an agent's retained notifications after
+    a seq, and whether they are all there were."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    notifications: list[Notification]
+    """The agent's retained notifications with ``seq > after_seq``, in ``seq`` order, each with
+    its ``seq``; at most ``limit`` (read on after the last one for more)."""
+    complete: bool
+    """``False`` when a notification of the agent with ``seq > after_seq`` is gone (purged), or
+    ``after_seq`` is above every seq the store gave (a seq of another store): then the list is
+    not the agent's whole history since ``after_seq``, and its client must re-read its state."""
+    last_seq: int
+    """The highest seq the store had given (to any entry) when it read: every notification
+    committed later has a higher seq (0: none yet)."""
+
+
 class MailEntry(BaseModel):
     """A mail in the outbox with its delivery bookkeeping.
 
@@ -265,9 +283,15 @@ class OutboxReader(Protocol):
     order (within one commit: its notifications, then its mail, each in the order added), and
     never reused, not even once every entry before it is done or the store was reopened.
 
-    Only committed entries are ever returned; an entry marked done is never returned again.
-    Marking is idempotent: a ``mark_*`` or ``reschedule_mail`` call on a seq that is unknown,
-    of the other kind, or already done (sent or failed) is a no-op, never an error.
+    Only committed entries are ever returned; an entry marked done is never returned again as
+    pending. Marking is idempotent: a ``mark_*`` or ``reschedule_mail`` call on a seq that is
+    unknown, of the other kind, or already done (sent, failed or published) is a no-op, never
+    an error.
+
+    **Retention.** A notification marked done (published) is kept, for the clients that were
+    not connected when it was published to catch up (``notifications_since``), until
+    ``purge_notifications`` deletes it; the store remembers, per agent, that something was
+    purged, so a reader can tell a complete history from one with a gap.
     """
 
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
@@ -283,8 +307,34 @@ class OutboxReader(Protocol):
         ...
 
     def mark_notifications_done(self, seqs: Sequence[int]) -> None:
-        """These notifications were handed over: never return them again. Unknown seqs,
-        mail seqs and seqs already done are ignored; an empty ``seqs`` does nothing."""
+        """These notifications were handed over (published): never return them again from
+        ``pending_notifications``. They are kept, marked published at the store clock's now,
+        for ``notifications_since``, until ``purge_notifications`` deletes them. Unknown seqs,
+        mail seqs and seqs already done are ignored (a second call does not move the time they
+        were published); an empty ``seqs`` does nothing."""
+        ...
+
+    def notifications_since(
+        self, agent_id: str, after_seq: int, limit: int = 500
+    ) -> NotificationBacklog:
+        """``agent_id``'s retained notifications with ``seq > after_seq``, published or not, in
+        ``seq`` order, at most ``limit`` (each with its ``seq``), with whether they are complete.
+
+        ``complete`` is ``False`` exactly when a notification of ``agent_id`` with
+        ``seq > after_seq`` was purged, or when ``after_seq`` is above ``last_seq`` (never
+        given by this store); the limit does not make it ``False`` (read on after the last
+        seq returned). ``last_seq`` is the highest seq given when the notifications were read,
+        so a notification committed after the read has a higher one. Only committed entries;
+        another agent's never; reading changes nothing.
+        """
+        ...
+
+    def purge_notifications(self, published_before: datetime, limit: int = 1000) -> int:
+        """Delete at most ``limit`` notifications published (marked done) before
+        ``published_before`` (strictly); returns how many were deleted (fewer than ``limit``:
+        none is left to purge). Pending notifications are never purged. Each purged seq is
+        remembered for its agent (``notifications_since`` then reports ``complete=False`` for
+        an ``after_seq`` below it). Seqs are never reused after a purge."""
         ...
 
     def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]:
@@ -326,9 +376,9 @@ class Store(OutboxReader, Protocol):
 
         Idempotent: a second call does nothing. Nothing committed is lost: a durable store
         opened again on the same data finds every committed interaction and outbox entry (done
-        or pending, as marked), and its seqs continue above every seq it ever gave. Call it once
-        no unit of work is in flight; the store is not used after it (what it then does is the
-        implementation's, e.g. raise).
+        or pending, as marked; purged notifications excepted), and its seqs continue above
+        every seq it ever gave. Call it once no unit of work is in flight; the store is not
+        used after it (what it then does is the implementation's, e.g. raise).
         """
         ...
 
@@ -337,7 +387,8 @@ class Store(OutboxReader, Protocol):
 
 
 class AttachmentStore(Protocol):
-    """Attachment bytes, content-addressed: an id names exactly one sequence of bytes."""
+    """Attachment bytes, content-addressed: an id names exactly one sequence of bytes (an
+    ``Attachment.blob``; the attachment's own identity is ``Attachment.id``)."""
 
     def put(self, data: bytes) -> str:
         """Store bytes; return their content id (the same bytes give the same id).
@@ -355,6 +406,22 @@ class AttachmentStore(Protocol):
 
         Raises ``KeyError`` when unknown, for any string (a malformed id, or one naming a path,
         is unknown too: never another error).
+        """
+        ...
+
+    def delete(self, content_id: str) -> None:
+        """Remove the bytes stored under ``content_id``; ``get`` then raises ``KeyError`` until
+        the same bytes are put again (stored anew, under the same id).
+
+        Idempotent: an unknown id, for any string (a malformed one, or one naming a path, too),
+        is a no-op, never an error. Every other id's bytes are untouched.
+
+        The store does not know who refers to its bytes: attachments of any interaction (a
+        forward's or a linked copy shares them), a raw message's ``raw_id``, pending mail. The
+        core never calls it (removing an attachment keeps its blob: docs/storage.md); it is
+        for a collector that has established that nothing refers to ``content_id`` any more —
+        and that no ``put`` of it began since it looked (a put precedes the commit that
+        refers to what it stored).
         """
         ...
 

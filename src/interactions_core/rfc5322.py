@@ -6,6 +6,9 @@
 * **The References bound** (RFC 5537 §3.4.4 practice): :data:`MAX_REFERENCES` and
   :func:`bound_references`.
 * **RFC 2047 encoded words**: :func:`decode_encoded_words`.
+* **Header text** shown and written back: :func:`safe_header_text` (a decoded display
+  name), :func:`defuse_encoded_words` (a decoded Subject, a received file name), and
+  :func:`writes_line_break` (what an agent typed, as a MIME writer would write it).
 * **File names** of attachments, received or uploaded: :func:`safe_filename`.
 
 Pure functions: no I/O, and none of them raises on hostile input.
@@ -17,7 +20,10 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
+from email.policy import SMTP as _SMTP_POLICY
 from typing import NamedTuple
+
+from .model import HEADER_BREAKS, has_line_break
 
 __all__ = [
     "MAX_FILENAME_BYTES",
@@ -26,11 +32,14 @@ __all__ = [
     "MsgId",
     "bound_references",
     "decode_encoded_words",
+    "defuse_encoded_words",
     "is_strict_msg_id",
     "msg_id",
     "msg_ids",
     "no_surrogates",
     "safe_filename",
+    "safe_header_text",
+    "writes_line_break",
 ]
 
 # --------------------------------------------------------------------------- Message-IDs
@@ -256,6 +265,71 @@ def no_surrogates(text: str) -> str:
     return text
 
 
+# --------------------------------------------------------------------------- header text
+#
+# The rule for text that came in a header field and may be written into one again: a decoded
+# display name (a reply copies it into its To or Cc, and the stdlib's header writer takes it as
+# it is). A Subject and a received file name get the last point only (a reply's Subject is put
+# on one line by the composer; a file name keeps only printable characters).
+#
+# * Line breaks (``model.HEADER_BREAKS``: CR, LF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029, NUL)
+#   and every other control character (C0 but TAB, DEL, C1): each run of them, with the spaces
+#   around it, becomes one space. Decoded from an encoded word (``=?utf-8?q?Evil=0D=0ABcc:...?=``)
+#   they would start a new header line when written back.
+# * Bidi embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): removed. They make
+#   text display in another order than it is read (CVE-2021-42574, "Trojan Source"). The marks
+#   (LRM, RLM, ALM) are kept: they override no run of text, and right-to-left names use them.
+# * An RFC 2047 encoded word still in the text: its "=?" is written "= ?". The text is decoded
+#   already, so such a word is one that was not (broken base64, or an encoded word inside an
+#   encoded word), and the stdlib decodes it when the text is written into a header again, CR
+#   and LF included: writing it could inject a header line. Only the start of an encoded word
+#   is touched, ``=?charset?Q?`` or ``=?charset?B?`` (the stdlib needs no closing "?=" after a
+#   Q text starting with "=XX", and allows white space inside): "Is 2+2=?" stays as it is.
+#
+# A changed text is stripped of white space at both ends. Text with none of these is unchanged.
+
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]+")
+_CONTROL_RUNS = re.compile(rf"(?:[ \t]*[{HEADER_BREAKS}\x01-\x08\x0a-\x1f\x7f-\x9f])+[ \t]*")
+# The stdlib splits an encoded word on "?" into exactly "=", charset, Q or B, text, "=": so
+# every word it decodes starts "=?" charset "?" (Q|B) "?", charset without "?". This matches
+# the "=?" of each (and of a few it would refuse).
+_ENCODED_WORD_OPENING = re.compile(r"=\?(?=[^?]*\?[QqBb]\?)")
+
+
+def safe_header_text(text: str) -> str:
+    """``text`` with no line break, control or bidi override character and no RFC 2047 encoded
+    word left in it: see the rule above. Never raises."""
+    if text.isprintable() and "=?" not in text:
+        return text
+    safe = defuse_encoded_words(_CONTROL_RUNS.sub(" ", _BIDI_CONTROLS.sub("", text)))
+    return safe.strip() if safe != text else text
+
+
+def defuse_encoded_words(text: str) -> str:
+    """``text`` (decoded already) with the "=?" of each RFC 2047 encoded word left in it
+    written "= ?", so that no decoder reads it again: see the rule above. Never raises."""
+    if "=?" not in text:
+        return text
+    return _ENCODED_WORD_OPENING.sub("= ?", text)
+
+
+def writes_line_break(value: str) -> bool:
+    """Whether ``value``, set as an unstructured header (a Subject), holds a line break once
+    written: literally, or through an RFC 2047 encoded word (``=?utf-8?q?a=0D=0ABcc:...?=``),
+    which the stdlib's header writer decodes and then writes raw, CR LF included, as a new
+    header line. Asked of the header parser the MIME builder uses, so the answer is the one
+    that matters. Never raises: a value the parser refuses counts as a break."""
+    if has_line_break(value):
+        return True
+    if "=?" not in value:
+        return False
+    try:
+        written = str(_SMTP_POLICY.header_factory("subject", value))
+    except Exception:  # whatever the stdlib parser raises: it could not be written safely
+        return True
+    return has_line_break(written)
+
+
 # --------------------------------------------------------------------------- file names
 
 # ext4, XFS and Btrfs allow 255 octets per name, NTFS and HFS+ 255 UTF-16 units (never more
@@ -308,13 +382,20 @@ def safe_filename(
     ``mime_parameter=True``: the name is a MIME parameter of a received mail, so RFC 2047
     encoded words are decoded first (RFC 2047 §5 forbids them there, but Outlook and Gmail
     send them) and octets the parser could not decode are read as UTF-8.
+
+    Either way, an encoded word still in the name (typed in an upload's name, one the decoder
+    could not read, or one inside an encoded word) has its "=?" written "= ?"
+    (:func:`defuse_encoded_words`): a MIME writer would decode it into the
+    Content-Disposition header of the mail that carries the file, CR and LF included.
     """
     if mime_parameter:
         if "=?" in name:
             name = decode_encoded_words(name)
         name = no_surrogates(name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip(" .")
+    name = "".join(c for c in name if c.isprintable())
+    name = defuse_encoded_words(name)
+    name = name.strip(" .")
     if len(name) * 4 > MAX_FILENAME_BYTES and len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
         stem, dot, ext = name.rpartition(".")
         ext = dot + ext if dot and len(ext) <= _MAX_EXTENSION_CHARS else ""

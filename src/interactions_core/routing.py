@@ -8,6 +8,12 @@ interactions and of agents (heaps with lazy invalidation), never a scan:
   "idle since" is the later of becoming Ready and the last offer made to the agent;
 * outstanding offers, one heap by deadline, for the offer timeout.
 
+An entry goes stale when what it indexes changes; a stale entry is dropped when it reaches the
+top of its heap, and a heap whose stale entries outnumber its live ones is rebuilt from the
+live ones. So no heap outgrows twice what it indexes (plus ``_SLACK``), even one whose top is
+never taken: the heap of an agent skill no queue asks for, offers answered long before their
+deadline, interactions that stopped waiting behind one that waits for an agent nobody is.
+
 The indexes follow the store through ``InteractionService.subscribe`` (every commit reports the
 interactions it changed) and are rebuilt from the store by ``load``. The store stays the truth:
 an offer that lost a race is simply dropped. Agent readiness is session state, as in GWS: after a
@@ -34,6 +40,10 @@ from .wire import AgentState, ChannelStateMessage, UserState
 CHANNEL = "email"
 READY = "Ready"
 NOT_READY = "NotReady"
+
+# A heap is rebuilt when it holds more than twice its live entries plus this many (amortised
+# O(1) a push: a rebuild drops at least half of what it walks).
+_SLACK = 64
 
 
 @dataclass(frozen=True)
@@ -156,7 +166,10 @@ class Router:
         previous = self._waiting.get(i.id)
         self._waiting[i.id] = entry
         if previous is None or previous.skill != skill:
-            heapq.heappush(self._queues.setdefault(skill, []), (i.received_at, i.id))
+            heap = self._queues.setdefault(skill, [])
+            heapq.heappush(heap, (i.received_at, i.id))
+            if len(heap) > 2 * len(self._waiting) + _SLACK:
+                self._compact_queue(skill, heap)
 
     def _track_offer(self, i: Interaction) -> None:
         if i.state == State.INVITED and i.offer is not None:
@@ -164,6 +177,10 @@ class Router:
             if self._offers.get(i.id) != deadline:
                 self._offers[i.id] = deadline
                 heapq.heappush(self._deadlines, (deadline, i.id))
+                if len(self._deadlines) > 2 * len(self._offers) + _SLACK:
+                    # Every outstanding offer has its entry: the live ones are the offers.
+                    self._deadlines = [(d, iid) for iid, d in self._offers.items()]
+                    heapq.heapify(self._deadlines)
         else:
             self._offers.pop(i.id, None)
 
@@ -174,8 +191,27 @@ class Router:
             return
         since = p.idle_since or self.service.clock.now()
         entry = (since, next(self._tiebreak), p.agent.id, p.stamp)
+        bound = 2 * len(self._presence) + _SLACK  # live: at most one entry per agent
         for skill in ("", *p.agent.skills):
-            heapq.heappush(self._agent_heaps.setdefault(skill, []), entry)
+            heap = self._agent_heaps.setdefault(skill, [])
+            heapq.heappush(heap, entry)
+            if len(heap) > bound:
+                heap[:] = [e for e in heap if self._live_agent(e)]
+                heapq.heapify(heap)
+
+    def _live_agent(self, entry: tuple[datetime, int, str, int]) -> bool:
+        p = self._presence.get(entry[2])
+        return p is not None and p.stamp == entry[3] and p.available
+
+    def _compact_queue(self, skill: str, heap: list[tuple[datetime, str]]) -> None:
+        """Keep the live entries of a waiting heap, once each (at most one per waiting id)."""
+        live: dict[str, datetime] = {}
+        for received_at, iid in heap:
+            entry = self._waiting.get(iid)
+            if entry is not None and entry.skill == skill and entry.received_at == received_at:
+                live[iid] = received_at
+        heap[:] = [(received_at, iid) for iid, received_at in live.items()]
+        heapq.heapify(heap)
 
     # ------------------------------------------------------------------ channel
 
@@ -293,7 +329,7 @@ class Router:
             entry = heapq.heappop(heap)
             p = self._presence.get(entry[2])
             if p is None or p.stamp != entry[3] or not p.available:
-                continue  # stale entry
+                continue  # stale entry (as ``_live_agent`` says, inline: the hot path)
             if entry[2] in rejected_by:
                 skipped.append(entry)
                 continue

@@ -307,7 +307,7 @@ async def test_websocket_bad_frames(make_server: Any) -> None:
     ws = await WebSocketClient.open(server)
     try:
         (reply,) = await ws.call("{broken")
-        assert reply["error"] == "400::malformed JSON"
+        assert reply["error"].startswith("400::malformed JSON: Malformed JSON: Expecting")
         client_id = await ws.handshake("agent12")
         replies = await ws.call([{"channel": "/meta/subscribe", "clientId": client_id}, "junk"])
         assert [r["error"] for r in replies] == ["400::invalid subscription", "400::bad message"]

@@ -34,6 +34,18 @@ def crlf(text: str) -> bytes:
     return text.replace("\n", "\r\n").encode("latin-1")
 
 
+def b64_word(text: str) -> str:
+    """``text`` as one RFC 2047 B-encoded UTF-8 word."""
+    return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+
+
+def lenient_b64_word(text: str) -> str:
+    """An encoded word whose base64 holds a stray "*": strict decoders (ours) leave it as it
+    is, the stdlib's header parser and writer skip the "*" and decode it."""
+    data = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return "=?utf-8?b?" + data[:4] + "*" + data[4:] + "?="
+
+
 @dataclass(frozen=True)
 class Expect:
     problems: tuple[str, ...] = ()  # substrings that must each appear in some problem note
@@ -41,6 +53,9 @@ class Expect:
     automatic: str | None = None  # substring of the automatic reason
     clean: bool = False  # no problem at all
     checks: dict[str, str] = field(default_factory=dict)  # EmailContent field → substring
+    # EmailContent address field (``from_`` too) → exactly these (addr, display name) pairs
+    addresses: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    names: tuple[str, ...] | None = None  # exactly these attachment names, in order
 
 
 # --------------------------------------------------------------------------- stored cases
@@ -357,6 +372,75 @@ def flowed_text() -> bytes:
     )
 
 
+# The hostile display names of issue 12 (item 7): a decoded name holding a line break used to
+# cost the whole header (the stdlib refuses to build the address), so From and ContactID were
+# empty and a reply had no recipient.
+NESTED_NAME = "=?utf-8?q?Nested=0D=0ABcc=3A_n=40evil=2Eorg?="  # the name of a nested word
+
+
+def hostile_display_name_from() -> bytes:
+    return crlf(
+        "From: =?utf-8?q?Evil=0D=0ABcc=3A_x=40evil=2Eorg?= <c@example.org>\n"
+        "To: support@example.com\nSubject: Help\nDate: Mon, 05 Jan 2026 10:00:00 +0000\n"
+        "Message-ID: <hostile-from@example.org>\n\nbody\n"
+    )
+
+
+def hostile_display_names_every_field() -> bytes:
+    return crlf(
+        "From: Customer <customer@example.org>\n"
+        f"To: {b64_word('Evil' + chr(13) + chr(10) + 'Bcc: to@evil.org')} <to@example.org>,"
+        f" Bob <bob@example.org>, {b64_word(NESTED_NAME)} <nested@example.org>\n"
+        'Cc: "=?utf-8?q?In_quotes=0D=0AX-Evil=3A_1?=" <cc@example.org>,\n'
+        " =?utf-8?q?Bell=07_and_ESC=1B[31m?= <bell@example.org>,\n"
+        " <=?utf-8?q?lp=0D=0A?=@example.org>\n"
+        "Bcc: =?utf-8?q?NUL=00here?= <bcc@example.org>\n"
+        "Reply-To: =?utf-8?q?Invoice=E2=80=AEfdp.exe?= <rt@example.org>\n"
+        "Mail-Reply-To: =?utf-8?q?Line=E2=80=A8Sep=C2=85NEL?= <mrt@example.org>\n"
+        f"Mail-Followup-To: {lenient_b64_word('x' + chr(13) + chr(10) + 'Bcc: y@evil.org')}"
+        ' <mft@example.org>, "Raw\xe2\x80\xa8Break" <raw@example.org>\n'
+        "Subject: every field\nDate: Mon, 05 Jan 2026 10:00:00 +0000\n"
+        "Message-ID: <hostile-fields@example.org>\n\nbody\n"
+    )
+
+
+def hostile_subject_encoded_words() -> bytes:
+    lenient = lenient_b64_word("s" + chr(13) + chr(10) + "Bcc: s@evil.org")
+    nested = b64_word("=?utf-8?q?t=0D=0ABcc=3A_t=40evil=2Eorg?=")
+    return crlf(
+        f"From: c@example.org\nTo: support@example.com\nSubject: {lenient} and {nested}\n"
+        "Date: Mon, 05 Jan 2026 10:00:00 +0000\nMessage-ID: <hostile-subject@example.org>\n"
+        "\nbody\n"
+    )
+
+
+def encoded_line_breaks_in_filenames() -> bytes:
+    crlf_ = chr(13) + chr(10)
+    parts = [
+        'Content-Type: text/plain; name="=?utf-8?q?q=0D=0ABcc=3A_x.txt?="\n'
+        "Content-Disposition: attachment",
+        f'Content-Type: text/plain\nContent-Disposition: attachment; filename="'
+        f'{b64_word("b" + crlf_ + "Bcc: y.txt")}"',
+        "Content-Type: text/plain\n"
+        "Content-Disposition: attachment; filename*=utf-8''r%0D%0ABcc%3A%20z.txt",
+        "Content-Type: text/plain\nContent-Disposition: attachment; filename="
+        f'"{lenient_b64_word("l" + crlf_ + "Bcc: w.txt")}"',
+        "Content-Type: text/plain\nContent-Disposition: attachment; filename="
+        f'"{b64_word("=?utf-8?q?n=0D=0ABcc=3A_v.txt?=")}"',
+        # The stdlib decodes the outer word, ``safe_filename`` the next: what is left is an
+        # encoded word a MIME writer would still decode.
+        "Content-Type: text/plain\nContent-Disposition: attachment; filename="
+        f'"{b64_word(lenient_b64_word("m" + crlf_ + "Bcc: u.txt"))}"',
+        "Content-Type: text/plain\nContent-Disposition: attachment; filename="
+        f'"{b64_word(b64_word("=?utf-8?q?k=0D=0ABcc=3A_t.txt?="))}"',
+    ]
+    body = "".join(f"--b\n{headers}\n\npart {i}\n" for i, headers in enumerate(parts))
+    return crlf(
+        HEAD + 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nbody\n" + body + "--b--\n"
+    )
+
+
 STORED: dict[str, Callable[[], bytes]] = {
     f.__name__: f
     for f in (
@@ -406,6 +490,10 @@ STORED: dict[str, Callable[[], bytes]] = {
         comment_bomb_address,
         encoded_word_garbage_subject,
         flowed_text,
+        hostile_display_name_from,
+        hostile_display_names_every_field,
+        hostile_subject_encoded_words,
+        encoded_line_breaks_in_filenames,
     )
 }
 
@@ -563,6 +651,65 @@ EXPECTED: dict[str, Expect] = {
             "text": "This is a long line that was soft-broken by the sender.\n"
             "> Quoted and flowed.\n-- \nSig"
         }
+    ),
+    "hostile_display_name_from": Expect(
+        problems=(
+            "From: the display name of c@example.org held line breaks, control or bidi "
+            "characters or an undecoded encoded word: neutralised",
+        ),
+        addresses={"from_": (("c@example.org", "Evil Bcc: x@evil.org"),)},
+    ),
+    "hostile_display_names_every_field": Expect(
+        problems=(
+            "To: the display name of to@example.org held line breaks",
+            "To: the display name of nested@example.org",
+            "Cc: the display name of cc@example.org",
+            "Cc: the display name of bell@example.org",
+            "Cc: 1 malformed address(es) dropped",  # the local part decoded to a line break
+            "Bcc: the display name of bcc@example.org",
+            "Reply-To: the display name of rt@example.org",
+            "Mail-Reply-To: the display name of mrt@example.org",
+            "Mail-Followup-To: the display name of mft@example.org",
+            "Mail-Followup-To: the display name of raw@example.org",
+        ),
+        addresses={
+            "from_": (("customer@example.org", "Customer"),),
+            "to": (
+                ("to@example.org", "Evil Bcc: to@evil.org"),
+                ("bob@example.org", "Bob"),
+                ("nested@example.org", "= ?" + NESTED_NAME[2:]),
+            ),
+            "cc": (
+                ("cc@example.org", "In quotes X-Evil: 1"),
+                ("bell@example.org", "Bell and ESC [31m"),
+            ),
+            "bcc": (("bcc@example.org", "NUL here"),),
+            "reply_to": (("rt@example.org", "Invoicefdp.exe"),),
+            "mail_reply_to": (("mrt@example.org", "Line Sep NEL"),),
+            "mail_followup_to": (
+                ("mft@example.org", "x Bcc: y@evil.org"),
+                ("raw@example.org", "Raw Break"),
+            ),
+        },
+    ),
+    "hostile_subject_encoded_words": Expect(
+        problems=("Subject held an undecoded encoded word: its '=?' written '= ?'",),
+        checks={
+            "subject": "= ?utf-8?b?cw0K*QmNjOiBzQGV2aWwub3Jn?= and "
+            "= ?utf-8?q?t=0D=0ABcc=3A_t=40evil=2Eorg?="
+        },
+    ),
+    "encoded_line_breaks_in_filenames": Expect(
+        clean=True,
+        names=(
+            "qBcc: x.txt",
+            "bBcc: y.txt",
+            "rBcc: z.txt",
+            "lBcc: w.txt",
+            "nBcc: v.txt",
+            "= ?utf-8?b?bQ0K*QmNjOiB1LnR4dA==?=",
+            "= ?utf-8?q?k=0D=0ABcc=3A_t.txt?=",
+        ),
     ),
     # generated
     "zip_bomb_attachments": Expect(problems=("too many attachments: kept 100 of at least",)),

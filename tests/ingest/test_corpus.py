@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from interactions_core.ingest import MessageRefused, ParsedMessage, parse_message
+from interactions_core.model import EmailContent
 from interactions_core.testing import InMemoryAttachmentStore
 
+from .header_writer import UNSAFE_IN_NAME, written_filename, written_name, written_subject
 from .make_corpus import CORPUS, EXPECTED, GENERATED, STORED, Expect
 
 FILES = sorted(CORPUS.glob("*.eml"))
@@ -53,12 +55,38 @@ def _check_result(
     for field, wanted in expect.checks.items():
         value = getattr(result.email, field)
         assert wanted in str(value), (field, wanted, value)
+    for field, pairs in expect.addresses.items():
+        assert _pairs(result.email, field) == pairs, (field, _pairs(result.email, field))
+    if expect.names is not None:
+        assert tuple(a.name for a in result.email.attachments) == expect.names
     for attachment in result.email.attachments:
         assert len(store.get(attachment.id)) == attachment.size
         assert attachment.name and "/" not in attachment.name and "\\" not in attachment.name
         assert attachment.name not in (".", "..")
         assert all(c.isprintable() for c in attachment.name)
+        assert written_filename(attachment.name) == attachment.name, attachment.name
+    _check_header_text(result.email)
     assert all(isinstance(v, str) and len(v) <= 1000 for v in result.user_data.values())
+
+
+_ADDRESS_FIELDS = ("from_", "to", "cc", "bcc", "reply_to", "mail_reply_to", "mail_followup_to")
+
+
+def _pairs(email: EmailContent, field: str) -> tuple[tuple[str, str], ...]:
+    value = getattr(email, field)
+    addresses = (value,) if field == "from_" and value is not None else value or ()
+    return tuple((a.addr, a.name) for a in addresses)
+
+
+def _check_header_text(email: EmailContent) -> None:
+    """What any case gives: display names with no line break, control or bidi override, that
+    a reply writes into its headers as they are (no encoded word left for the writer to decode
+    into a line break), and a Subject the writer keeps as it is too."""
+    for field in _ADDRESS_FIELDS:
+        for addr, name in _pairs(email, field):
+            assert not UNSAFE_IN_NAME.search(name), (field, addr, name)
+            assert written_name(name) == name, (field, addr, name, written_name(name))
+    assert written_subject(email.subject) == email.subject, email.subject
 
 
 def test_every_stored_case_has_a_builder_and_a_file() -> None:

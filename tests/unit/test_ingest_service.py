@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
 import pytest
 
+from adapters.smtp.mime import build_message
 from interactions_core.ingest import Envelope, IngestLimits, MessageRefused
-from interactions_core.model import SubType
+from interactions_core.model import Address, SubType
 from interactions_core.ports import Agent
 from interactions_core.service import ServiceConfig
 from interactions_core.testing import Harness
@@ -178,3 +183,126 @@ def test_malformed_mail_becomes_an_interaction_with_problems_noted() -> None:
     i = h.interaction(result.interaction_id)
     assert result.problems
     assert i.raw_id is not None and h.attachments.get(i.raw_id) == data
+
+
+# --------------------------------------------------------------------------- hostile names
+#
+# Issue 12, item 7: a display name decoded into a line break used to cost the whole header:
+# From and ContactID empty, a ReplyAll with no recipient, Send refused (400).
+
+INJECTION = "Evil\r\nBcc: x@evil.org"
+NEUTRALISED = "Evil Bcc: x@evil.org"
+
+
+def _b64(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?="
+
+
+HOSTILE_FROM = {
+    # the issue's mail
+    "q": ("=?utf-8?q?Evil=0D=0ABcc=3A_x=40evil=2Eorg?=", NEUTRALISED),
+    "b": (_b64(INJECTION), NEUTRALISED),
+    # an encoded word inside an encoded word: decoded once here, the MIME writer would decode
+    # the rest into two header lines
+    "nested": (_b64("=?utf-8?q?Evil=0D=0ABcc=3A_x=40evil=2Eorg?="), None),
+}
+
+
+def _hostile(from_name: str, cc: str = "") -> bytes:
+    return (
+        f"From: {from_name} <c@example.org>\r\nTo: support@example.com\r\n{cc}"
+        "Subject: Order\r\nMessage-ID: <hostile@example.org>\r\n"
+        "Date: Mon, 5 Jan 2026 09:00:00 +0000\r\n\r\nHi\r\n"
+    ).encode()
+
+
+def _built_headers(data: bytes) -> list[str]:
+    """The field names of the header block of a built message, in order."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    return [line.split(":", 1)[0] for line in head.split("\r\n") if line[:1] not in (" ", "\t")]
+
+
+@pytest.mark.parametrize("form", HOSTILE_FROM.values(), ids=list(HOSTILE_FROM))
+def test_a_hostile_display_name_keeps_the_sender_and_the_reply_all_reaches_them(
+    form: tuple[str, str | None],
+) -> None:
+    name, expected = form
+    h = make()
+    h.set_channel("alice")
+    result = h.ingest(_hostile(name, cc=f"Cc: {name} <d@example.org>, Dee <e@example.org>\r\n"))
+    iid = result.interaction_id
+    i = h.interaction(iid)
+    assert i.contact_id == "c@example.org"
+    assert i.email.from_ is not None and i.email.from_.addr == "c@example.org"
+    assert [a.addr for a in i.email.cc] == ["d@example.org", "e@example.org"]
+    if expected is not None:
+        assert i.email.from_.name == expected
+    assert any(p.startswith("From: the display name of c@example.org") for p in result.problems)
+    assert "From: the display name of c@example.org" in i.user_data["ParseProblems"]
+
+    assert h.execute("alice", iid, {"operationName": "Accept"}) == {"status": "ok"}
+    draft = h.execute("alice", iid, {"operationName": "ReplyAll"})["replyInteractionId"]
+    reply = h.interaction(draft).email
+    assert [a.addr for a in reply.to] == ["c@example.org"]
+    assert [a.addr for a in reply.cc] == ["d@example.org", "e@example.org"]
+    sent = h.execute("alice", draft, {"operationName": "Send", "email_object": {"text": "Done."}})
+    assert sent == {"status": "ok"}
+
+    [mail] = h.sent_mail
+    assert [a.addr for a in mail.to] == ["c@example.org"] and mail.bcc == ()
+    built = build_message(mail)
+    assert _built_headers(built.data) == [
+        "Date",
+        "From",
+        "To",
+        "Cc",
+        "Subject",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "MIME-Version",
+    ]
+    assert built.recipients == ("c@example.org", "d@example.org", "e@example.org")
+    parsed = message_from_bytes(built.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert [(a.display_name, a.addr_spec) for a in parsed["To"].addresses] == [
+        (mail.to[0].name, "c@example.org")
+    ]
+    assert "\n" not in str(parsed["To"]) and "\r" not in str(parsed["To"])
+
+
+def test_a_hostile_reply_to_name_keeps_the_address_the_reply_goes_to() -> None:
+    h = make()
+    h.set_channel("alice")
+    data = _hostile("Cee").replace(
+        b"Subject:", f"Reply-To: {_b64(INJECTION)} <r@example.org>\r\nSubject:".encode()
+    )
+    iid = h.ingest(data).interaction_id
+    assert h.interaction(iid).email.reply_to == (Address(addr="r@example.org", name=NEUTRALISED),)
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    assert h.interaction(draft).email.to == (Address(addr="r@example.org", name=NEUTRALISED),)
+
+
+@pytest.mark.parametrize(
+    "to_address",
+    [
+        '"Evil\r\nBcc: x@evil.org" <c@example.org>',
+        '"=?utf-8?q?Evil=0D=0ABcc=3A_x=40evil=2Eorg?=" <c@example.org>',
+        f"{_b64(INJECTION)} <c@example.org>",
+    ],
+)
+def test_an_agent_given_name_that_would_inject_a_header_is_a_400(to_address: str) -> None:
+    h = make()
+    h.set_channel("alice")
+    iid = h.ingest(raw()).interaction_id
+    h.execute("alice", iid, {"operationName": "Accept"})
+    draft = h.execute("alice", iid, {"operationName": "Reply"})["replyInteractionId"]
+    body = {"operationName": "Send", "email_object": {"text": "x", "toAddress": to_address}}
+    refused = h.execute("alice", draft, body)
+    assert refused["status"] == "error" and refused.kind == "invalid"
+    assert "toAddress" in refused["errorDescription"]
+    assert "line break" in refused["errorDescription"]
+    assert h.sent_mail == []

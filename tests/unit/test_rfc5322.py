@@ -324,7 +324,8 @@ def test_no_surrogates() -> None:
         ("evil\u202efdp.exe\x00.txt", "evilfdp.exe.txt"),  # bidi override and NUL removed
         ("tab\tand\nnewline", "tabandnewline"),
         ("Résumé v2.pdf", "Résumé v2.pdf"),
-        ("=?utf-8?q?na=C3=AFve?=.txt", "=?utf-8?q?na=C3=AFve?=.txt"),  # not decoded by default
+        # Not decoded by default, but defused: a MIME writer would decode it into a header.
+        ("=?utf-8?q?na=C3=AFve?=.txt", "= ?utf-8?q?na=C3=AFve?=.txt"),
     ],
 )
 def test_safe_filename(name: str, expected: str) -> None:

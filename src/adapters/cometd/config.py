@@ -63,6 +63,11 @@ class CometdSettings:
     """The 402 text differs between CometD releases; configurable so it can copy GWS exactly."""
     websocket: bool = True
     long_polling: bool = True
+    replay_max_messages: int = 500
+    """With a replay source (``BayeuxServer(replay=...)``): the most notifications one
+    subscribe replays; a longer backlog is answered with a ``ReadState`` message instead (the
+    client re-reads its state). Capped at half of ``max_queue``, so a replay never overflows
+    the queue."""
 
     def __post_init__(self) -> None:
         if self.duplicate_connect_status < 400 or self.duplicate_connect_status == 408:
@@ -75,6 +80,15 @@ class CometdSettings:
             raise ValueError("max_batch_messages and max_body_bytes must be positive")
         if not (self.websocket or self.long_polling):
             raise ValueError("enable at least one transport")
+        if self.replay_max_messages < 0:
+            raise ValueError("replay_max_messages must not be negative")
+
+    @property
+    def replay_limit(self) -> int:
+        """``replay_max_messages``, at most half of a bounded ``max_queue``."""
+        if self.max_queue > 0:
+            return min(self.replay_max_messages, self.max_queue // 2)
+        return self.replay_max_messages
 
     @property
     def connection_types(self) -> list[str]:

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from interactions_core.ports import NotificationBacklog
+
 from .config import CometdSettings, OverflowPolicy
 from .notifier import CometdNotifier
 from .protocol import (
@@ -54,6 +56,7 @@ from .protocol import (
     is_service,
     is_valid_channel,
     is_wildcard,
+    matches,
     valid_id,
 )
 from .sessions import HeldConnect, Link, Session, SessionRegistry, connect_reply
@@ -99,6 +102,41 @@ Authenticator = Callable[[AuthRequest], Awaitable[str | None]]
 
 Service = Callable[[str, Any], Any]
 """A ``/service/...`` handler: ``(agent_id, data) -> reply data`` (``None``: no reply)."""
+
+ReplaySource = Callable[[str, int, int], Awaitable[NotificationBacklog]]
+"""``(agent_id, after_seq, limit)``: the agent's retained notifications after ``after_seq``
+(the store's ``OutboxReader.notifications_since``, run off the event loop). Given to
+``BayeuxServer(replay=...)`` by the composition root: this adapter never sees the store."""
+
+READ_STATE: Final = "ReadState"
+"""``messageTypeName`` of the message telling a client to re-read its state (GET) because
+what it missed cannot be replayed; ``data.reason`` is one of the ``REPLAY_*`` reasons."""
+REPLAY_NO_POSITION: Final = "no-position"  # the handshake named no ``after``
+REPLAY_EXPIRED: Final = "expired"  # some of it was purged (older than the retention)
+REPLAY_UNKNOWN_POSITION: Final = "unknown-position"  # ``after`` is a seq the store never gave
+REPLAY_TOO_MANY: Final = "too-many"  # more than ``replay_max_messages``
+REPLAY_UNAVAILABLE: Final = "unavailable"  # the store could not be read
+_MAX_SEQ: Final = 2**63 - 1
+
+
+def notification_message(channel: str, data: Any, seq: int) -> Message:
+    """A notification as delivered: its outbox ``seq`` as ``ext.seq`` (and as the ``id``)."""
+    message: Message = {"channel": channel, "data": data}
+    if seq:
+        message["id"] = str(seq)
+        message["ext"] = {"seq": seq}
+    return message
+
+
+def _seq_of(message: Message) -> int:
+    ext = message.get("ext")
+    seq = ext.get("seq", 0) if isinstance(ext, dict) else 0
+    return seq if isinstance(seq, int) else 0
+
+
+def _channels(topic: str) -> tuple[str, ...]:
+    """The channels a notification on ``topic`` goes to: the topic and its ``/v2`` alias."""
+    return (topic, "/v2" + topic) if topic.startswith("/me/") else (topic,)
 
 
 def echo_service(agent_id: str, data: Any) -> Any:
@@ -149,8 +187,11 @@ class BayeuxServer:
         settings: CometdSettings | None = None,
         *,
         services: Mapping[str, Service] | None = None,
+        replay: ReplaySource | None = None,
     ) -> None:
         self.settings = settings or CometdSettings()
+        self._replay_source = replay
+        self._replays: set[asyncio.Task[None]] = set()
         self._authenticate_cb = authenticator
         self._services: dict[str, Service] = (
             {"/service/echo": echo_service} if services is None else dict(services)
@@ -187,6 +228,8 @@ class BayeuxServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        for task in list(self._replays):
+            task.cancel()
         for session in self.sessions:
             held = session.held
             if held is not None:
@@ -421,6 +464,12 @@ class BayeuxServer:
             ack=ack,
             now=loop.time(),
         )
+        replay = ext.get("replay") if self._replay_source is not None else None
+        if replay is True or isinstance(replay, dict):
+            after = replay.get("after") if isinstance(replay, dict) else None
+            if isinstance(after, int) and not isinstance(after, bool) and 0 <= after <= _MAX_SEQ:
+                session.replay_after = after  # else -1: the client does not know its position
+            session.floors = {}
         self.sessions.add(session)
         reply: Message = {
             "channel": channel,
@@ -435,8 +484,13 @@ class BayeuxServer:
         }
         if "id" in message:
             reply["id"] = message["id"]
+        reply_ext: Message = {}
         if ack:
-            reply["ext"] = {"ack": True}
+            reply_ext["ack"] = True
+        if session.floors is not None:
+            reply_ext["replay"] = True
+        if reply_ext:
+            reply["ext"] = reply_ext
         return reply
 
     def _handshake_failure(self, message: Message, error: str) -> Message:
@@ -487,7 +541,8 @@ class BayeuxServer:
             session.link = None  # moved to long-polling
         msg_id = message.get("id")
         timeout = settings.timeout_ms if session.timeout_ms is None else session.timeout_ms
-        if immediate or session.queue or timeout <= 0:
+        ready = bool(session.queue) and not session.replays_pending
+        if immediate or ready or timeout <= 0:
             return self._complete(session, connect_reply(msg_id))
         # Held long-polls are counted per browser only when there is a limit to enforce.
         browser_id = session.browser_id if link is None else None
@@ -561,9 +616,13 @@ class BayeuxServer:
             error = self._subscription_error(pattern)
             if error is not None:
                 raise _Refused(self._subscription_reply(message, error))
+        before = list(session.subscriptions)
         for pattern in patterns:
             if not is_service(pattern):  # spec: /service/** subscriptions are not recorded
                 session.subscribe(pattern)
+        added = [p for p in dict.fromkeys(patterns) if not is_service(p) and p not in before]
+        if added and session.floors is not None:
+            self._start_replay(session, before, added)
         return self._subscription_reply(message, None)
 
     def _unsubscribe(self, message: Message, session: Session) -> Message:
@@ -645,18 +704,20 @@ class BayeuxServer:
         Returns the number of messages queued. Must run on the loop thread (the notifier
         makes sure of that).
         """
-        channels = (topic, "/v2" + topic) if topic.startswith("/me/") else (topic,)
+        channels = _channels(topic)
         built: dict[str, Message] = {}
         count = 0
         for session in self.sessions.of_agent(agent_id):
+            floors = session.floors
             for channel in channels:
                 if session.is_subscribed(channel):
+                    if floors is not None and seq:
+                        if seq <= floors.get(channel, session.replay_after):
+                            continue  # replayed already, or the client had it
+                        floors[channel] = seq
                     message = built.get(channel)
                     if message is None:
-                        message = {"channel": channel, "data": data}
-                        if seq:
-                            message["id"] = str(seq)
-                        built[channel] = message
+                        message = built[channel] = notification_message(channel, data, seq)
                     self._enqueue(session, message)
                     count += 1
         return count
@@ -665,6 +726,12 @@ class BayeuxServer:
         if session.closed:
             return
         session.queue.append(message)
+        if self._overflowed(session):
+            return
+        self._schedule_flush(session)
+
+    def _overflowed(self, session: Session) -> bool:
+        """Apply the overflow policy to a session's queue; ``True`` when it closed the session."""
         limit = self.settings.max_queue
         if limit > 0:
             pending = session.pending()
@@ -676,8 +743,11 @@ class BayeuxServer:
                         session.agent_id,
                     )
                     self._close(session, goodbye=False)
-                    return
+                    return True
                 session.drop_oldest(pending - limit)
+        return False
+
+    def _schedule_flush(self, session: Session) -> None:
         if not session.flush_pending:
             session.flush_pending = True
             # call_soon: messages published in the same loop turn travel in one reply.
@@ -685,8 +755,8 @@ class BayeuxServer:
 
     def _flush(self, session: Session) -> None:
         session.flush_pending = False
-        if session.closed or not session.queue:
-            return
+        if session.closed or not session.queue or session.replays_pending:
+            return  # (held during a replay read: flushed once it is merged)
         if session.link is not None and not session.ack:
             # Websocket without ack: push at once, the held connect stays a heartbeat.
             messages = session.queue
@@ -712,6 +782,100 @@ class BayeuxServer:
         session.unacked = []
         session.link = None
 
+    # ------------------------------------------------------------------ replay
+
+    def _start_replay(self, session: Session, before: list[str], added: list[str]) -> None:
+        """Read what the channels ``added`` (and not covered by ``before``) carried since the
+        client's position, and merge it into the queue, which is held until then."""
+        session.replays_pending += 1
+        floors = dict(session.floors or {})
+        task = self._bind_loop().create_task(
+            self._replay(session, tuple(before), tuple(added), floors), name="cometd-replay"
+        )
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _replay(
+        self,
+        session: Session,
+        before: tuple[str, ...],
+        added: tuple[str, ...],
+        floors: dict[str, int],
+    ) -> None:
+        def covered(channel: str) -> bool:
+            return any(matches(p, channel) for p in added) and not any(
+                matches(p, channel) for p in before
+            )
+
+        after = session.replay_after
+        limit = self.settings.replay_limit
+        backlog: NotificationBacklog | None = None
+        reason: str | None = None
+        source = self._replay_source
+        try:
+            if source is not None:
+                # Without a position, only the store's last seq is wanted (for ReadState).
+                backlog = await source(
+                    session.agent_id, max(after, 0), limit + 1 if after >= 0 else 0
+                )
+        except Exception:
+            log.exception("cometd: replay read failed for %s", session.agent_id)
+        finally:
+            session.replays_pending -= 1
+        if session.closed:
+            return
+        if backlog is None:
+            reason = REPLAY_UNAVAILABLE
+        elif after < 0:
+            reason = REPLAY_NO_POSITION
+        elif not backlog.complete:
+            reason = REPLAY_EXPIRED if after <= backlog.last_seq else REPLAY_UNKNOWN_POSITION
+        elif len(backlog.notifications) > limit:
+            reason = REPLAY_TOO_MANY
+        replayed: list[Message] = []
+        touched = {ch for ch in AGENT_CHANNELS if covered(ch) and session.is_subscribed(ch)}
+        if reason is None and backlog is not None:
+            queued = {(m["channel"], _seq_of(m)) for m in session.queue}
+            for n in backlog.notifications:
+                data: Any = None
+                for channel in _channels(n.topic):
+                    if (
+                        covered(channel)
+                        and session.is_subscribed(channel)
+                        and n.seq > floors.get(channel, after)
+                        and (channel, n.seq) not in queued
+                    ):
+                        if data is None:
+                            data = n.to_wire()
+                        replayed.append(notification_message(channel, data, n.seq))
+                        touched.add(channel)
+        else:
+            if backlog is not None:
+                # What arrived live during the read and the re-read covers: the ReadState
+                # replaces it (one message per seq and channel).
+                last = backlog.last_seq
+                session.queue = [
+                    m
+                    for m in session.queue
+                    if not (m["channel"] in touched and 0 < _seq_of(m) <= last)
+                ]
+            for channel in sorted(touched):
+                replayed.append(_read_state(channel, reason or REPLAY_UNAVAILABLE, backlog))
+        current = session.floors
+        if backlog is not None and current is not None:
+            if reason == REPLAY_UNKNOWN_POSITION:
+                # Never given by this store: the client's position means nothing here.
+                session.replay_after = after = backlog.last_seq
+            for channel in touched:
+                current[channel] = max(current.get(channel, after), backlog.last_seq)
+        if replayed:
+            # Live messages that arrived during the read wait in the queue: one order, by seq.
+            session.queue = sorted([*session.queue, *replayed], key=_seq_of)
+            if self._overflowed(session):
+                return
+        if session.queue and not session.replays_pending:
+            self._schedule_flush(session)
+
     # ------------------------------------------------------------------ sweeping
 
     def sweep(self) -> int:
@@ -735,6 +899,18 @@ class BayeuxServer:
                 log.exception("cometd sweeper failed")
 
 
+def _read_state(channel: str, reason: str, backlog: NotificationBacklog | None) -> Message:
+    """Tells the client to re-read its state. Its ``ext.seq`` is the store's last seq at the
+    read (what a re-read made after it covers); none when the store could not be read."""
+    message: Message = {
+        "channel": channel,
+        "data": {"messageTypeName": READ_STATE, "reason": reason},
+    }
+    if backlog is not None and backlog.last_seq:
+        message["ext"] = {"seq": backlog.last_seq}
+    return message
+
+
 def _channel_of(message: Message) -> str:
     channel = message.get("channel")
     return channel if isinstance(channel, str) and len(channel) < 256 else META_UNSUCCESSFUL
@@ -742,11 +918,14 @@ def _channel_of(message: Message) -> str:
 
 __all__ = [
     "AGENT_CHANNELS",
+    "READ_STATE",
     "AuthRequest",
     "Authenticator",
     "BayeuxServer",
     "Outcome",
+    "ReplaySource",
     "RequestContext",
     "Service",
     "echo_service",
+    "notification_message",
 ]

@@ -7,6 +7,12 @@ The ``ack`` extension follows CometD's ``AcknowledgedMessagesSessionExtension`` 
 ``AckExtension.js`` (client): every ``/meta/connect`` reply carries ``ext.ack = <batch id>``; the
 client sends the last batch id it received on its next connect; batches up to that id are
 forgotten and any later ones (sent but never received) are delivered again, first, in order.
+
+The ``replay`` extension (docs/cometd.md) survives the session: a client handshakes with the
+last notification ``seq`` it received, and after each subscribe the server queues what the new
+channels carried since then. While that read is in flight the session's queue is *held*: live
+messages wait in it, nothing is taken, so the replay and the live messages go out merged, in
+``seq`` order, once.
 """
 
 from __future__ import annotations
@@ -75,11 +81,14 @@ class Session:
         "closed",
         "connected",
         "credential_key",
+        "floors",
         "flush_pending",
         "held",
         "last_seen",
         "link",
         "queue",
+        "replay_after",
+        "replays_pending",
         "subscriptions",
         "timeout_ms",
         "unacked",
@@ -112,6 +121,14 @@ class Session:
         self.link: Link | None = None
         self.flush_pending = False
         self.closed = False
+        self.replay_after = -1
+        """The last notification seq the client says it received (``-1``: it does not know)."""
+        self.floors: dict[str, int] | None = None
+        """With ``replay`` on: per channel, the highest seq delivered or replayed on it; a live
+        notification at or below it (``replay_after`` for a channel not in it) is a duplicate.
+        ``None``: replay off, nothing is dropped."""
+        self.replays_pending = 0
+        """Replay reads in flight: while > 0 the queue is held (nothing is taken from it)."""
 
     # ---------------------------------------------------------------- subscriptions
 
@@ -158,9 +175,13 @@ class Session:
             self.queue[:0] = lost
 
     def take(self) -> tuple[list[Message], int | None]:
-        """Everything queued, plus (with ``ack``) the batch id that names it."""
-        messages = self.queue
-        self.queue = []
+        """Everything queued (nothing while a replay read is in flight: the queue is held),
+        plus (with ``ack``) the batch id that names it."""
+        if self.replays_pending:
+            messages: list[Message] = []
+        else:
+            messages = self.queue
+            self.queue = []
         if not self.ack:
             return messages, None
         self.batch += 1

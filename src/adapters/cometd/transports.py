@@ -57,6 +57,10 @@ def _headers(scope: Scope) -> dict[str, str]:
         value = raw_value.decode("latin-1")
         if name == "cookie" and name in headers:
             headers[name] += "; " + value  # HTTP/2 may split cookies
+        elif name == "x-forwarded-for" and name in headers:
+            # Several lines are one list (RFC 9110 §5.3), as uvicorn and the HTTP API read it:
+            # keeping only the last would let a client's own line hide the proxy's.
+            headers[name] += ", " + value
         else:
             headers[name] = value
     return headers
@@ -107,8 +111,10 @@ class LongPollingEndpoint:
             body = form.get("message", [""])[0].encode()
         try:
             batch = parse_batch(body)
-        except BadPayload:
-            await _plain(send, 400, b"the body is not a JSON array of Bayeux messages")
+        except BadPayload as exc:
+            # Says why (e.g. "data.text: the key 'text' is given more than once").
+            reason = f"the body is not a JSON array of Bayeux messages: {exc}"
+            await _plain(send, 400, reason.encode())
             return
         ctx = RequestContext(
             headers,
@@ -261,8 +267,9 @@ class WebSocketEndpoint:
             return False
         try:
             batch = parse_batch(payload)
-        except BadPayload:
-            link.push([error_reply(None, META_UNSUCCESSFUL, ERR_BAD_JSON)])
+        except BadPayload as exc:
+            # Bayeux error "code:args:message": the reason is the message's tail.
+            link.push([error_reply(None, META_UNSUCCESSFUL, f"{ERR_BAD_JSON}: {exc}")])
             return None
         outcome = await self.server.process(batch, ctx)
         link.push(outcome.replies)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from http.cookies import SimpleCookie
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, TypeAdapter
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +31,7 @@ from interactions_core.operations import CreateEmail, parse_json
 from interactions_core.results import Result
 
 from ..runtime import CoreRunner
+from . import uploads
 from .auth import SESSION_COOKIE, AuthError, AuthResult, HttpAuth
 
 API = "/api/v2"
@@ -284,25 +286,22 @@ def create_app(
         summary="Upload an attachment (multipart form field 'attachment') to a draft",
         description="With the optional form field 'contentId', the draft's HTML can show the "
         'upload inline as <img src="cid:...">: it is sent beside the HTML (multipart/related).',
+        openapi_extra=uploads.OPENAPI,
     )
-    async def upload_attachment(
-        interaction_id: str,
-        request: Request,
-        attachment: Annotated[UploadFile, File()],
-        content_id: Annotated[str | None, Form(alias="contentId", max_length=1000)] = None,
-    ) -> Response:
+    async def upload_attachment(interaction_id: str, request: Request) -> Response:
         try:
-            data = await attachment.read(api.max_attachment_bytes + 1)
-            if len(data) > api.max_attachment_bytes:
-                raise TooLarge(f"attachment over {api.max_attachment_bytes} bytes")
+            # Streamed to a temporary file and counted (413 past the limit, nothing more
+            # read); read once only when within it, as the Engine takes bytes (docs/http.md).
+            async with uploads.receive_upload(request, api.max_attachment_bytes) as upload:
+                data = await run_in_threadpool(upload.read)
             added = await api.core.run(
                 api.engine.add_attachment,
                 agent_of(request),
                 interaction_id,
-                attachment.filename or "attachment",
-                attachment.content_type or "application/octet-stream",
+                upload.filename or "attachment",
+                upload.content_type or "application/octet-stream",
                 data,
-                content_id,
+                upload.content_id,
             )
         except InteractionsError as exc:
             return from_domain(exc)
@@ -421,8 +420,11 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        forwarded = [v for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"]
+        if len(forwarded) > 1:  # several lines are one list (RFC 9110 5.3), as uvicorn reads it
+            headers["x-forwarded-for"] = b", ".join(forwarded).decode("latin-1")
         cookies = cookie_parser(headers.get("cookie", ""))
-        client = scope.get("client")
+        client = scope.get("client")  # the peer; HttpAuth applies the trusted proxies
         method = scope["method"]
         try:
             result = await self.auth.authenticate(headers, cookies, client[0] if client else None)

@@ -8,21 +8,26 @@ Format::
 
 The file is re-read when it changes (checked at most once a second), so ``interactions agents
 add`` takes effect without a restart. Writes are atomic (temp file + fsync + rename).
+
+``verify`` takes as long for an unknown name as for a wrong password, without argon2's CPU: an
+unknown name waits (sleeps) as long as a recent real verification took.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from interactions_core.addresses import validate_address
@@ -71,15 +76,25 @@ class PasswordDirectory(AgentDirectory, Protocol):
     """An agent directory that also checks passwords (what the HTTP API's login needs)."""
 
     def verify(self, agent_id: str, password: str) -> bool:
-        """True for the agent's password. Constant work whether or not the agent exists."""
+        """True for the agent's password. As long for an unknown name as for a wrong password."""
         ...
 
 
 class FileAgentDirectory:
     """``AgentDirectory`` port over a JSON file, plus password verification."""
 
-    def __init__(self, path: Path | None, records: Iterable[AgentRecord] = ()) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        records: Iterable[AgentRecord] = (),
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.path = path
+        self._sleep = sleep
+        self._timer = timer
+        self._durations = _Durations()
         self._lock = threading.Lock()
         self._records: dict[str, AgentRecord] = {r.id: r for r in records}
         self._agents: dict[str, Agent] = {r.id: r.to_agent() for r in self._records.values()}
@@ -118,15 +133,54 @@ class FileAgentDirectory:
         return list(self._agents.values())
 
     def verify(self, agent_id: str, password: str) -> bool:
-        """Check a password; constant work whether or not the agent exists."""
+        """Check a password. An unknown name is refused after as long as a real verification
+        takes: it sleeps a duration drawn from the recent ones, or, until there are a few,
+        verifies against a dummy hash (which measures one)."""
         self._reload()
         record = self._records.get(agent_id)
-        target = record.password_hash if record else _DUMMY_HASH
+        if record is not None:
+            return self._argon2(record.password_hash, password)
+        delay = self._durations.sample()
+        if delay is None:
+            self._argon2(_DUMMY_HASH, password)
+        else:
+            self._sleep(delay)
+        return False
+
+    def _argon2(self, password_hash: str, password: str) -> bool:
+        start = self._timer()
+        ok: bool
         try:
-            ok = _HASHER.verify(target, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
-        return ok and record is not None
+            ok = _HASHER.verify(password_hash, password)
+        except InvalidHashError:
+            return False  # a broken record: nothing was computed, nothing to learn from
+        except VerificationError:  # VerifyMismatchError included
+            ok = False
+        self._durations.add(self._timer() - start)
+        return ok
+
+
+class _Durations:
+    """How long the last real argon2 verifications took (a sample to imitate)."""
+
+    SIZE = 32
+    MIN_SAMPLES = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recent: deque[float] = deque(maxlen=self.SIZE)
+        self._random = random.SystemRandom()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._recent.append(max(0.0, seconds))
+
+    def sample(self) -> float | None:
+        """One of the recent durations, or None while there are fewer than ``MIN_SAMPLES``."""
+        with self._lock:
+            if len(self._recent) < self.MIN_SAMPLES:
+                return None
+            return self._random.choice(self._recent)
 
 
 _DUMMY_HASH = _HASHER.hash("not a password of anyone")

@@ -2,10 +2,12 @@
 
 ``build(settings)`` returns a ``Server`` whose FastAPI app serves the HTTP API and CometD on one
 port and whose lifespan runs, in order: the Bayeux sweeper, the engine's router (rebuilt from
-the store), the notification and mail dispatchers, the router timer and the inbound SMTP
-receiver. Shutdown runs in reverse: no new mail is accepted, timers stop, in-flight sends
-finish, what was committed is published, the engine closes its ports. Nothing committed is
-lost: the outbox is durable.
+the store), the notification and mail dispatchers, the router timer, the notification purge
+timer and the inbound SMTP receiver. Shutdown runs in reverse: no new mail is accepted, timers
+stop, in-flight sends finish, what was committed is published, the engine closes its ports.
+Nothing committed is lost: the outbox is durable, and published notifications are kept
+``notification_retention_seconds`` for CometD clients to catch up (the Bayeux server's
+``replay`` reads them from the store).
 
 ``build`` takes parts: a ``store``, ``attachments``, agent ``directory``, ``notifier`` or mail
 ``transport`` given is used as it is; anything not given is built from the settings (SQLite,
@@ -33,7 +35,13 @@ from interactions_core.intake import IngestResult
 from interactions_core.lifecycle import State
 from interactions_core.model import Interaction
 from interactions_core.outbox import RetryPolicy
-from interactions_core.ports import AttachmentStore, MailEntry, Notifier, Store
+from interactions_core.ports import (
+    AttachmentStore,
+    MailEntry,
+    NotificationBacklog,
+    Notifier,
+    Store,
+)
 from interactions_core.registry import OperationSpec
 from interactions_core.routing import Router, RoutingConfig
 from interactions_core.service import InteractionService, ServiceConfig
@@ -41,7 +49,7 @@ from interactions_core.service import InteractionService, ServiceConfig
 from ..cometd import AuthRequest, BayeuxServer, CometdApp, CometdSettings
 from ..http.app import Api, create_app
 from ..http.auth import AuthError, HttpAuth
-from ..runtime import CoreRunner, NotificationDispatcher, RouterTimer
+from ..runtime import CoreRunner, NotificationDispatcher, NotificationPurger, RouterTimer
 from ..smtp import (
     AsyncMailTransport,
     MaildirTransport,
@@ -71,6 +79,7 @@ class Server:
     mail: MailDispatcher
     receiver: SmtpReceiver
     timer: RouterTimer
+    purger: NotificationPurger
     ingest: Callable[[bytes, Envelope, str], IngestResult]
     app: FastAPI = field(init=False)  # the HTTP API (what TestClient and OpenAPI see)
     asgi: ASGIApp = field(init=False)  # what uvicorn serves: CometD in front of ``app``
@@ -107,6 +116,7 @@ class Server:
         await self.notifications.start()
         await self.mail.start()
         await self.timer.start()
+        await self.purger.start()
         await self.receiver.start()
         # Everything built at start-up lives as long as the process: keep it out of the
         # collector's way (shorter pauses, a better tail latency).
@@ -116,6 +126,7 @@ class Server:
             yield
         finally:
             await self.receiver.stop()
+            await self.purger.stop()
             await self.timer.stop()
             await self.mail.stop()
             await self.mail.transport.close()
@@ -219,6 +230,11 @@ def build(
         csrf=settings.csrf,
         max_failures=settings.login_max_failures,
         window=settings.login_window_seconds,
+        backoff=settings.login_backoff_seconds,
+        backoff_max=settings.login_backoff_max_seconds,
+        address_max_failures=settings.login_address_max_failures,
+        max_concurrent_verifications=settings.login_max_concurrent_verifications,
+        trusted_proxies=settings.trusted_proxies,
     )
 
     async def authenticate(request: AuthRequest) -> str | None:
@@ -229,10 +245,18 @@ def build(
         if "authorization" not in headers and isinstance(given, str):
             headers["authorization"] = given
         try:
-            result = await auth.authenticate(headers, request.cookies, request.client_host)
+            # The peer; HttpAuth takes the client from X-Forwarded-For if it is a trusted proxy.
+            result = await auth.authenticate(
+                headers, request.cookies, request.client_host, open_session=False
+            )
         except AuthError:
             return None
         return result.agent_id
+
+    async def replay(agent_id: str, after_seq: int, limit: int) -> NotificationBacklog:
+        """What a (re)handshaking CometD client missed: read on the core thread, like the
+        dispatchers' reads (docs/cometd.md, replay)."""
+        return await core.run_quiet(store.notifications_since, agent_id, after_seq, limit)
 
     c = settings.cometd
     cometd = BayeuxServer(
@@ -245,6 +269,7 @@ def build(
             max_queue=c.max_queue,
             credential_cookies=("JSESSIONID",),
         ),
+        replay=replay,
     )
     if transport is None and settings.relay is not None:
         r = settings.relay
@@ -293,6 +318,9 @@ def build(
             ingest,
         ),
         timer=RouterTimer(core, engine),
+        purger=NotificationPurger(
+            core, engine, timedelta(seconds=settings.notification_retention_seconds)
+        ),
         ingest=ingest,
         demo_passwords=passwords,
     )

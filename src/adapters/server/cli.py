@@ -10,13 +10,17 @@ import sys
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interactions_core.diagram import main as diagram_main
 from interactions_core.errors import InteractionsError
 
 from .agents import AgentDirectoryError, add_agent
-from .settings import ConfigurationError, load_settings
+from .settings import ConfigurationError, Settings, load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,15 +118,13 @@ def serve(args: argparse.Namespace) -> int:
         )
     else:
         lines.append(f"  agents         {settings.agents_file}")
+    if settings.trusted_proxies:
+        lines.append(
+            f"  proxies        {', '.join(settings.trusted_proxies)}  (X-Forwarded-For trusted)"
+        )
     print("\n".join(lines), flush=True)
-    config = uvicorn.Config(
-        server.asgi,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level=args.log_level,
-        lifespan="on",
-        access_log=args.access_log,
-        timeout_graceful_shutdown=10,
+    config = uvicorn_config(
+        server.asgi, settings, log_level=args.log_level, access_log=args.access_log
     )
 
     class _Server(uvicorn.Server):
@@ -134,6 +136,29 @@ def serve(args: argparse.Namespace) -> int:
     # Server.run picks the event loop (uvloop when installed) the way uvicorn's own CLI does.
     _Server(config).run()
     return 0
+
+
+def uvicorn_config(
+    app: ASGIApp, settings: Settings, *, log_level: str = "info", access_log: bool = False
+) -> uvicorn.Config:
+    """How ``serve`` runs ``app``. Forwarded headers are believed only from
+    ``settings.trusted_proxies``: uvicorn's default would trust 127.0.0.1 and ::1 (or the
+    ``FORWARDED_ALLOW_IPS`` variable), so the trust is always given explicitly, empty when none
+    is configured. With proxies, uvicorn rewrites the client (for its logs and
+    ``X-Forwarded-Proto``) by the same rule ``HttpAuth`` applies again (``client_address``)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
+    )
 
 
 def agents_add(args: argparse.Namespace) -> int:

@@ -8,21 +8,28 @@ with a message that names the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from interactions_core.addresses import validate_address
 from interactions_core.errors import InvalidAddress
@@ -69,8 +76,18 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     csrf: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Failed logins (docs/http.md, Authentication): per (client address, name), this many are
+    # free, then a back-off from login_backoff_seconds doubling to login_backoff_max_seconds;
+    # per client address, login_address_max_failures (default 6 x login_max_failures) in
+    # login_window_seconds; login_max_concurrent_verifications argon2 checks at once.
     login_max_failures: int = Field(5, ge=1)
-    login_window_seconds: float = Field(60.0, gt=0)
+    login_window_seconds: float = Field(900.0, gt=0)
+    login_backoff_seconds: float = Field(5.0, gt=0)
+    login_backoff_max_seconds: float = Field(300.0, gt=0)
+    login_address_max_failures: int | None = Field(None, ge=1)
+    login_max_concurrent_verifications: int = Field(4, ge=1, le=1024)
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDRs); none: the header is ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     smtp_listen_host: str = "127.0.0.1"
     smtp_listen_port: int = Field(2525, ge=0, le=65535)
@@ -87,6 +104,9 @@ class Settings(BaseSettings):
     queue_skills: dict[str, str] = Field(default_factory=dict)
     shared_workbins: dict[str, list[str]] = Field(default_factory=dict)
     offer_timeout_seconds: float = Field(60.0, gt=0)
+    # Published notifications are kept this long for CometD clients to catch up after a
+    # restart or an outage (docs/cometd.md, replay); older ones are purged.
+    notification_retention_seconds: float = Field(300.0, ge=0, le=7 * 86_400)
     cometd: CometdSettingsModel = Field(default_factory=CometdSettingsModel)
 
     @field_validator("mailboxes")
@@ -97,6 +117,39 @@ class Settings(BaseSettings):
                 validate_address(address, field="mailboxes")
             except InvalidAddress as exc:
                 raise ValueError(exc.description) from None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _valid_trusted_proxies(cls, value: Any) -> list[str]:
+        """A list, or (from the environment) a JSON list or comma/space-separated entries."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError("not a valid JSON list") from None
+            else:
+                value = text.replace(",", " ").split()
+        if not isinstance(value, list | tuple):
+            raise ValueError("a list of IP addresses or networks (CIDR) is expected")
+        networks = []
+        for entry in value:
+            try:
+                if not isinstance(entry, str):
+                    raise ValueError
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+        return networks
+
+    @field_validator("login_backoff_max_seconds")
+    @classmethod
+    def _backoff_cap_above_start(cls, value: float, info: ValidationInfo) -> float:
+        start = info.data.get("login_backoff_seconds")
+        if start is not None and value < start:
+            raise ValueError(f"must not be less than login_backoff_seconds ({start})")
         return value
 
     @model_validator(mode="after")

@@ -34,12 +34,11 @@ import idna
 from interactions_core.model import (
     Address,
     Attachment,
-    has_line_break,
     inline_attachments,
     parse_content_id,
 )
 from interactions_core.ports import AttachmentStore, OutgoingMail
-from interactions_core.rfc5322 import msg_ids
+from interactions_core.rfc5322 import defuse_encoded_words, msg_ids, writes_line_break
 
 __all__ = [
     "BuiltMessage",
@@ -92,9 +91,17 @@ class BuiltMessage:
 
 
 def _refuse_breaks(field: str, value: str) -> str:
-    if has_line_break(value):
+    """Refuse a line break in a header value, typed or hidden in an RFC 2047 encoded word
+    (the stdlib's writer decodes ``=?utf-8?q?=0D=0A?=`` and writes the CR LF raw)."""
+    if writes_line_break(value):
         raise HeaderInjection(f"{field}: line breaks and NUL are not allowed in a header value")
     return value
+
+
+def _filename(value: str) -> str | None:
+    """A file name as a Content-Disposition parameter: no line break, and no encoded word the
+    stdlib would decode into the header (RFC 2047 §5 forbids them in parameters anyway)."""
+    return _refuse_breaks("attachment name", defuse_encoded_words(value)) or None
 
 
 def to_a_label(domain: str) -> str:
@@ -236,10 +243,11 @@ def _part_type(attachment: Attachment) -> tuple[str, str]:
 
 
 def _attach(msg: EmailMessage, attachment: Attachment, data: bytes) -> None:
-    name = _refuse_breaks("attachment name", attachment.name)
     maintype, subtype = _part_type(attachment)
     # stdlib writes a non-ASCII filename as RFC 2231 ``filename*=utf-8''...``.
-    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name or None)
+    msg.add_attachment(
+        data, maintype=maintype, subtype=subtype, filename=_filename(attachment.name)
+    )
 
 
 def _inline(mail: OutgoingMail) -> tuple[Attachment, ...]:
@@ -263,7 +271,7 @@ def _relate(html_part: EmailMessage, attachment: Attachment, data: bytes) -> Non
         subtype=subtype,
         cid=f"<{attachment.content_id}>",
         disposition="inline",
-        filename=_refuse_breaks("attachment name", attachment.name) or None,
+        filename=_filename(attachment.name),
     )
 
 
@@ -272,17 +280,17 @@ def _attachment_bytes(source: AttachmentSource | None, attachment: Attachment) -
         raise MimeError(f"attachment {attachment.name!r}: no attachment store configured")
     get = source if callable(source) else source.get
     try:
-        return get(attachment.id)
+        return get(attachment.blob)  # the content address; ``id`` names the attachment
     except KeyError:
         raise MimeError(
-            f"attachment {attachment.name!r} ({attachment.id}) is missing from the store"
+            f"attachment {attachment.name!r} ({attachment.blob}) is missing from the store"
         ) from None
 
 
 def build_message(mail: OutgoingMail, attachments: AttachmentSource | None = None) -> BuiltMessage:
     """Compose the message for ``mail``; raises ``MimeError`` (permanent) when it can't.
 
-    ``attachments`` gives the bytes of each ``Attachment.id`` (an ``AttachmentStore`` or a
+    ``attachments`` gives the bytes of each ``Attachment.blob`` (an ``AttachmentStore`` or a
     ``get`` callable); it may be None for mail without attachments.
     """
     try:

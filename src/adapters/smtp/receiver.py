@@ -117,12 +117,22 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 class _Protocol(SMTP):
-    """aiosmtpd's session, with RFC 3463 enhanced codes on its own size refusals."""
+    """aiosmtpd's session, with RFC 3463 enhanced codes on its own size refusals, that tells
+    its receiver when its connection is gone (``on_lost``), so the receiver forgets it."""
+
+    on_lost: Callable[[SMTP], None] | None = None
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
             status = _TOO_BIG
         await super().push(status)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        try:
+            super().connection_lost(error)
+        finally:
+            if self.on_lost is not None:
+                self.on_lost(self)
 
 
 class _Handler:
@@ -195,6 +205,8 @@ class SmtpReceiver:
         self.config = config
         self.handler = _Handler(config, ingest)
         self._server: asyncio.base_events.Server | None = None
+        # The sessions connected now (closed at stop); each leaves when its connection is lost,
+        # so the set holds open connections only, never every session since start.
         self._sessions: set[SMTP] = set()
 
     @property
@@ -218,6 +230,7 @@ class SmtpReceiver:
             require_starttls=c.require_starttls and c.tls_context is not None,
             loop=asyncio.get_running_loop(),
         )
+        protocol.on_lost = self._sessions.discard
         self._sessions.add(protocol)
         return protocol
 

@@ -5,6 +5,8 @@ temporary file in the same directory, ``fsync``, ``os.replace`` onto its final n
 ``fsync`` of the directory so the rename itself is durable. A reader therefore sees either no
 file or the complete bytes; an existing final file is always complete, so storing the same
 bytes again is a no-op. Left-over temporary files (a crash mid-write) are removed at start-up.
+``delete`` unlinks a file (for a collector that knows nothing refers to it: the core never
+deletes; docs/storage.md).
 
 Why files and not BLOBs in the database: docs/storage.md (measured in
 benchmarks/store/bench_sqlite.py): a large BLOB is written twice (WAL, then checkpoint) and holds
@@ -111,6 +113,18 @@ class FileAttachmentStore:
             return self.path_for(content_id).read_bytes()
         except FileNotFoundError:
             raise KeyError(content_id) from None
+
+    def delete(self, content_id: str) -> None:
+        """Unlink the file (and sync its directory): idempotent; a malformed id is unknown."""
+        try:
+            path = self.path_for(content_id)
+        except KeyError:
+            return
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        self._sync_directory(path.parent)
 
     def __contains__(self, content_id: object) -> bool:
         if not isinstance(content_id, str):

@@ -123,6 +123,29 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " ON outbox(due_us) WHERE kind = 'mail' AND status = 'pending'",
         ),
     ),
+    Migration(
+        3,
+        "published notifications are retained: published_us, per-agent index, purge record",
+        (
+            # NULL until published (every notification of version 2 is pending: published ones
+            # were deleted). Published ones are kept until purged.
+            "ALTER TABLE outbox ADD COLUMN published_us INTEGER",
+            # The dispatchers' read: pending notifications only, however many are retained.
+            "DROP INDEX ix_outbox_notifications",
+            "CREATE INDEX ix_outbox_notifications ON outbox(seq)"
+            " WHERE kind = 'notification' AND published_us IS NULL",
+            # A client catching up: one agent's notifications after a seq.
+            "CREATE INDEX ix_outbox_agent_notifications"
+            " ON outbox(agent_id, seq) WHERE kind = 'notification'",
+            # The purge: published notifications, oldest first.
+            "CREATE INDEX ix_outbox_notifications_published"
+            " ON outbox(published_us) WHERE kind = 'notification' AND published_us IS NOT NULL",
+            # Per agent, the highest seq purged: a history after a lower seq has a gap.
+            "CREATE TABLE notification_purges ("
+            " agent_id TEXT PRIMARY KEY,"
+            " through_seq INTEGER NOT NULL) WITHOUT ROWID",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

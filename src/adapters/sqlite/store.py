@@ -14,7 +14,9 @@ Semantics are exactly ``interactions_core.testing.InMemoryStore``'s (the contrac
   of this process queue on a ``threading.Lock`` (immediate hand-over); writers of other
   processes wait in SQLite's busy handler up to ``busy_timeout``.
 * Notifications and mail share one outbox table whose ``AUTOINCREMENT`` key is the one strictly
-  increasing sequence; within a commit, notifications are numbered before mail.
+  increasing sequence; within a commit, notifications are numbered before mail. A published
+  notification is kept (``published_us`` set) until ``purge_notifications`` deletes it, so a
+  client that was away can catch up (``notifications_since``).
 * A row never changes without its version changing. So the interactions this store wrote last
   are kept decoded (``cache_size`` per store), and loading one by id reuses the kept one when
   the stored version, read in the same statement, is still its version.
@@ -32,7 +34,7 @@ import sqlite3
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -46,7 +48,14 @@ from interactions_core.errors import ConcurrencyConflict, Unavailable
 from interactions_core.ids import SystemClock
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction
-from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail, RawMessage
+from interactions_core.ports import (
+    Clock,
+    MailEntry,
+    Notification,
+    NotificationBacklog,
+    OutgoingMail,
+    RawMessage,
+)
 from interactions_core.staging import StagedUnitOfWork
 
 from .migrations import migrate, waiting_predicate
@@ -92,6 +101,23 @@ _INSERT_MAIL: Final = (
     "INSERT INTO outbox (kind, interaction_id, payload, queued_at, next_attempt_at, due_us)"
     " VALUES ('mail', ?, ?, ?, ?, ?)"
 )
+# Notifications: pending ones (the dispatchers), one agent's after a seq (a client catching up)
+# and published ones before a time (the purge), each by its own partial index.
+_PENDING_NOTIFICATIONS: Final = (
+    "SELECT seq, agent_id, topic, payload FROM outbox INDEXED BY ix_outbox_notifications"
+    " WHERE kind = 'notification' AND published_us IS NULL AND seq > ? ORDER BY seq LIMIT ?"
+)
+_NOTIFICATIONS_SINCE: Final = (
+    "SELECT seq, agent_id, topic, payload FROM outbox INDEXED BY ix_outbox_agent_notifications"
+    " WHERE kind = 'notification' AND agent_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_PURGEABLE: Final = (
+    "SELECT seq, agent_id FROM outbox INDEXED BY ix_outbox_notifications_published"
+    " WHERE kind = 'notification' AND published_us IS NOT NULL AND published_us < ?"
+    " ORDER BY published_us LIMIT ?"
+)
+_PURGED_THROUGH: Final = "SELECT through_seq FROM notification_purges WHERE agent_id = ?"
+_LAST_SEQ: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
 
 
 def in_queue_sql(states: frozenset[str] = WAITING_STATES) -> str:
@@ -369,29 +395,63 @@ class SqliteStore:
         return SqliteUnitOfWork(self)
 
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
-        rows = self.connection().execute(
-            "SELECT seq, agent_id, topic, payload FROM outbox INDEXED BY ix_outbox_notifications"
-            " WHERE kind = 'notification' AND seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        )
-        return [
-            Notification(
-                agent_id=agent_id,
-                topic=topic,
-                payload=RawMessage.model_construct(data=json.loads(payload)),
-                seq=seq,
-            )
-            for seq, agent_id, topic, payload in rows
-        ]
+        rows = self.connection().execute(_PENDING_NOTIFICATIONS, (after_seq, max(limit, 0)))
+        return _notifications(rows)
 
     def mark_notifications_done(self, seqs: Sequence[int]) -> None:
+        # Kept as published (status mirrors it) until purge_notifications deletes them.
         if not seqs:
             return
+        now = self._clock.now()
+        published = (to_micros(now), now.isoformat())
         with self._write() as conn:
             conn.executemany(
-                "DELETE FROM outbox WHERE seq = ? AND kind = 'notification'",
-                [(s,) for s in seqs],
+                "UPDATE outbox SET published_us = ?, status = 'sent', done_at = ?"
+                " WHERE seq = ? AND kind = 'notification' AND published_us IS NULL",
+                [(*published, s) for s in seqs],
             )
+
+    def notifications_since(
+        self, agent_id: str, after_seq: int, limit: int = 500
+    ) -> NotificationBacklog:
+        conn = self.connection()
+        # One read transaction: the rows, the purge record and the last seq are one snapshot.
+        conn.execute("BEGIN")
+        try:
+            found = _notifications(
+                conn.execute(_NOTIFICATIONS_SINCE, (agent_id, after_seq, max(limit, 0)))
+            )
+            purged = conn.execute(_PURGED_THROUGH, (agent_id,)).fetchone()
+            last = conn.execute(_LAST_SEQ).fetchone()
+        finally:
+            conn.execute("COMMIT")
+        last_seq = int(last[0]) if last is not None else 0
+        purged_through = int(purged[0]) if purged is not None else 0
+        return NotificationBacklog.model_construct(
+            notifications=found,
+            complete=purged_through <= after_seq <= last_seq,
+            last_seq=last_seq,
+        )
+
+    def purge_notifications(self, published_before: datetime, limit: int = 1000) -> int:
+        if limit < 1:
+            return 0
+        cutoff = to_micros(published_before)
+        if not self.connection().execute(_PURGEABLE, (cutoff, 1)).fetchall():
+            return 0  # the usual case on a timer: no write lock taken
+        with self._write() as conn:
+            rows = conn.execute(_PURGEABLE, (cutoff, limit)).fetchall()
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq, _ in rows])
+            through: dict[str, int] = {}
+            for seq, agent_id in rows:
+                through[agent_id] = max(through.get(agent_id, 0), seq)
+            conn.executemany(
+                "INSERT INTO notification_purges (agent_id, through_seq) VALUES (?, ?)"
+                " ON CONFLICT (agent_id) DO UPDATE"
+                " SET through_seq = max(through_seq, excluded.through_seq)",
+                list(through.items()),
+            )
+        return len(rows)
 
     def pending_mail(self, due_before: datetime, limit: int = 100) -> list[MailEntry]:
         rows = self.connection().execute(
@@ -508,6 +568,18 @@ class SqliteStore:
         cache_put = self._cache.put
         for row in rows.values():
             cache_put(row)
+
+
+def _notifications(rows: Iterable[tuple[int, str, str, str]]) -> list[Notification]:
+    return [
+        Notification(
+            agent_id=agent_id,
+            topic=topic,
+            payload=RawMessage.model_construct(data=json.loads(payload)),
+            seq=seq,
+        )
+        for seq, agent_id, topic, payload in rows
+    ]
 
 
 def _version(conn: sqlite3.Connection, interaction_id: str) -> int | None:

@@ -47,6 +47,7 @@ from .headers import (
     _first,
     _header_index,
     _message_id,
+    _safe_subject,
     _thread_ids,
     _title,
 )
@@ -127,7 +128,7 @@ def parse_message(
         problems.add(f"From holds {len(senders)} mailboxes: the first is kept")
 
     subject = _first(index, "subject", "Subject", problems) or ""
-    subject = decode_encoded_words(subject).strip()
+    subject = _safe_subject(decode_encoded_words(subject).strip(), problems)
     if len(subject) > MAX_SUBJECT_CHARS:
         problems.add(f"Subject over {MAX_SUBJECT_CHARS} characters: truncated")
         subject = subject[:MAX_SUBJECT_CHARS]

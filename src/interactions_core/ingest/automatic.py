@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from email.message import EmailMessage
 
+from ..rfc5322 import safe_header_text
 from .common import Envelope
 from .headers import _clean, _first, _header_index, _strip_comments
 
@@ -69,7 +70,8 @@ def _automatic(
 ) -> str | None:
     # RFC 3834 §2: anything but "no" (comments and parameters ignored).
     for value in index.get("auto-submitted", ()):
-        token = _strip_comments(_clean(value, "Auto-Submitted", None)).split(";")[0].strip()
+        token = _strip_comments(_clean(value, "Auto-Submitted", None)).split(";")[0]
+        token = safe_header_text(token).strip()  # shown in userData: no control characters
         if token.lower() != "no":
             return f"Auto-Submitted: {token.lower()[:60] or '(empty)'}"
     # RFC 3834 §3.1.x / RFC 5321 §4.5.5: notifications are sent with a null return path.

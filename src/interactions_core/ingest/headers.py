@@ -1,6 +1,8 @@
 """Header fields: the raw index, cleaning, addresses, dates and Message-IDs.
 
-Nothing here raises on hostile input: what is wrong is noted in ``_Problems``.
+Nothing here raises on hostile input: what is wrong is noted in ``_Problems``. Decoded display
+names follow ``rfc5322.safe_header_text`` (no line break, control or bidi override character,
+no encoded word left), the Subject ``rfc5322.defuse_encoded_words``; what they change is noted.
 """
 
 from __future__ import annotations
@@ -11,11 +13,18 @@ from datetime import UTC, datetime
 from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import Any, cast
+from typing import Any
 
-from ..addresses import MAX_ADDRESS_LIST, addresses_from_header, received_address
+from ..addresses import MAX_ADDRESS_LIST, mailbox_address, received_address
 from ..model import Address
-from ..rfc5322 import is_strict_msg_id, msg_id, msg_ids, no_surrogates
+from ..rfc5322 import (
+    defuse_encoded_words,
+    is_strict_msg_id,
+    msg_id,
+    msg_ids,
+    no_surrogates,
+    safe_header_text,
+)
 from .common import _Problems
 
 MAX_ADDRESS_HEADER_CHARS = 64 * 1024  # an address header is parsed up to here
@@ -47,14 +56,10 @@ _ADDRESS_FIELDS = (
 )
 
 _REGISTRY = HeaderRegistry()
-# Not registered by the stdlib: parse them as the address lists they are.
-_REGISTRY.map_to_type("mail-reply-to", cast(Any, AddressHeader))
-_REGISTRY.map_to_type("mail-followup-to", cast(Any, AddressHeader))
 
 # ``HeaderRegistry[name]`` builds a new class on every lookup: build each one once.
 _HEADER_CLASSES: dict[str, Any] = {
-    name: _REGISTRY[name]
-    for name, _ in (*_ADDRESS_FIELDS, ("content-type", ""), ("content-disposition", ""))
+    name: _REGISTRY[name] for name in ("content-type", "content-disposition")
 }
 
 
@@ -136,14 +141,25 @@ def _addresses(
             f"{name} header over {MAX_ADDRESS_HEADER_CHARS} characters: only its start read"
         )
     try:
-        header = _header(key, value)
-        parsed = addresses_from_header(header)
-        written = len(header.addresses)
+        # The parse of ``policy.default``'s address headers (Mail-Reply-To and Mail-Followup-To,
+        # which the stdlib does not register, too), without building its ``Address`` objects:
+        # they refuse a CR or LF, and a display name decoded from ``=?utf-8?q?Evil=0D=0A...?=``
+        # holds them, which would cost the whole header. The name is neutralised below.
+        mailboxes = [
+            (m.display_name or "", m.local_part or "", m.domain or "")
+            for m in AddressHeader.value_parser(value).all_mailboxes
+        ]
     except Exception:
         problems.add(f"unparseable {name} header")
         return ()
-    checked = (_valid(_tidy_address(a)) for a in parsed)
-    parsed = tuple(a for a in checked if a is not None)
+    written = len(mailboxes)
+    kept: list[Address] = []
+    for display_name, local_part, domain in mailboxes:
+        found = mailbox_address(display_name, local_part, domain)
+        address = _valid(_tidy_address(found)) if found is not None else None
+        if address is not None:
+            kept.append(_safe_name(address, name, problems))
+    parsed = tuple(kept)
     if len(parsed) < written:
         problems.add(f"{name}: {written - len(parsed)} malformed address(es) dropped")
     if not parsed and not written and "@" in value:
@@ -164,11 +180,35 @@ def _valid(address: Address) -> Address | None:
 
 
 def _tidy_address(address: Address) -> Address:
-    """Display names as text on one line (the stdlib leaves undecodable octets as surrogates)."""
+    """Valid Unicode (the stdlib leaves undecodable octets as surrogates)."""
     name, addr = address.name, address.addr
     if name.isascii() and addr.isascii():
         return address
     return Address(addr=no_surrogates(addr), name=no_surrogates(name))
+
+
+def _safe_name(address: Address, field: str, problems: _Problems) -> Address:
+    """The address with its display name as ``rfc5322.safe_header_text`` makes it: a hostile
+    name costs the name, never the address (a reply still reaches the sender)."""
+    safe = safe_header_text(address.name)
+    if safe == address.name:
+        return address
+    problems.add(
+        f"{field}: the display name of {address.addr} held line breaks, control or bidi "
+        "characters or an undecoded encoded word: neutralised"
+    )
+    return Address(addr=address.addr, name=safe)
+
+
+def _safe_subject(subject: str, problems: _Problems) -> str:
+    """The decoded Subject as it came, but for an encoded word still in it (one the decoder
+    could not read, or one inside an encoded word), which the stdlib would decode when a reply
+    writes the Subject, CR and LF included: ``rfc5322.defuse_encoded_words``, noted. Line
+    breaks stay: the composer puts a reply's Subject on one line."""
+    safe = defuse_encoded_words(subject)
+    if safe != subject:
+        problems.add("Subject held an undecoded encoded word: its '=?' written '= ?'")
+    return safe
 
 
 def _message_id(value: str | None, problems: _Problems) -> str | None:

@@ -319,7 +319,7 @@ class _Walker:
             mime_parameter=True,
         )
         try:
-            content_id = self.store.put(data)
+            blob = self.store.put(data)
         except (TooLarge, ValueError) as exc:  # the store's size limit: noted, not fatal
             self.problems.add(f"attachment {name!r} not stored: {str(exc)[:200]}")
             return
@@ -327,9 +327,19 @@ class _Walker:
         if cid is not None and any(a.content_id == cid for a in self.attachments):
             self.problems.add(f"Content-ID <{cid}> used by two parts: kept on the first only")
             cid = None
+        # The attachment's own id, unique within the message and the same every time the
+        # message is parsed (duplicate detection compares them): the blob for the first part
+        # with these bytes, as ids always were; "<blob>-<n>" (n: its place among the
+        # attachments) for a later part repeating them.
+        taken = {a.id for a in self.attachments}
+        own = blob
+        number = len(self.attachments) + 1
+        while own in taken:  # (a store's own ids could end in "-<n>": never two the same)
+            own = f"{blob}-{number}"
+            number += 1
         self.attachments.append(
             Attachment(
-                id=content_id, name=name, size=len(data), mimetype=info.ctype, content_id=cid
+                id=own, blob=blob, name=name, size=len(data), mimetype=info.ctype, content_id=cid
             )
         )
 

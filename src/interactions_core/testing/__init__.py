@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from ..addresses import parse_address_list
+from ..drafts import new_attachment_id
 from ..engine import Engine, PumpReport
 from ..ingest import Envelope
 from ..intake import IngestResult
@@ -86,7 +87,12 @@ def inbound_email(
             raise ValueError("inbound_email needs store= to keep attachment bytes")
         name, data = given[0], given[1]
         mimetype = given[2] if len(given) == 3 else "application/octet-stream"
-        parts.append(Attachment(id=store.put(data), name=name, size=len(data), mimetype=mimetype))
+        # Its own id, its bytes under their content address: as ingestion makes them, so two
+        # names for the same bytes are two attachments sharing one blob.
+        own = new_attachment_id({p.id for p in parts})
+        parts.append(
+            Attachment(id=own, blob=store.put(data), name=name, size=len(data), mimetype=mimetype)
+        )
     return EmailContent(
         from_=senders[0] if senders else None,
         to=parse_address_list(to, field="to"),

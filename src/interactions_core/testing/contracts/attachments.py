@@ -145,6 +145,47 @@ class AttachmentStoreContract(ABC):
         with pytest.raises(KeyError):
             store.get(content_id)
 
+    # ------------------------------------------------------------------ delete
+
+    def test_delete_removes_those_bytes_and_no_others(self) -> None:
+        kept = [b"a", b"", _AWKWARD, b"a\n"]
+        kept_ids = [self.store.put(data) for data in kept]
+        gone = self.store.put(b"a\r\n")
+        self.store.delete(gone)
+        with pytest.raises(KeyError):
+            self.store.get(gone)
+        for content_id, data in zip(kept_ids, kept, strict=True):
+            assert self.store.get(content_id) == data
+
+    def test_delete_is_idempotent(self) -> None:
+        content_id = self.store.put(b"once")
+        self.store.delete(content_id)
+        self.store.delete(content_id)
+        with pytest.raises(KeyError):
+            self.store.get(content_id)
+
+    @pytest.mark.parametrize(
+        "content_id",
+        ["", "nope", "0" * 64, "f" * 64, "../../etc/passwd", "/etc/passwd", "a/b", "..", "\x00"],
+    )
+    def test_deleting_an_unknown_id_is_a_no_op(self, content_id: str) -> None:
+        kept = self.store.put(b"something else")
+        self.store.delete(content_id)
+        assert self.store.get(kept) == b"something else"
+
+    def test_bytes_put_again_after_delete_are_stored_anew(self) -> None:
+        content_id = self.store.put(_AWKWARD)
+        self.store.delete(content_id)
+        assert self.store.put(_AWKWARD) == content_id
+        assert self.store.get(content_id) == _AWKWARD
+
+    def test_delete_in_another_store_leaves_this_one_alone(self) -> None:
+        content_id = self.store.put(b"kept here")
+        other = self.new_store()
+        assert other.put(b"kept here") == content_id
+        other.delete(content_id)
+        assert self.store.get(content_id) == b"kept here"
+
     # ------------------------------------------------------------------ concurrency, close
 
     def test_threads_putting_the_same_bytes_agree(self) -> None:

@@ -815,6 +815,133 @@ class StoreContract(ABC):
         assert (again.seq, again.next_attempt_at, again.attempts) == (entry.seq, due, 1)
         assert self.store.pending_mail(due, limit=0) == []
 
+    # ------------------------------------------------------------------ retention
+
+    def texts(self, notes: list[Notification]) -> list[str]:
+        return [n.to_wire()["text"] for n in notes]
+
+    def test_published_notifications_are_kept_for_notifications_since(self) -> None:
+        self.notify("a0", "a1")
+        self.notify("b0", agent_id="bob")
+        self.notify("a2")
+        pending = self.store.pending_notifications()
+        seqs = {n.to_wire()["text"]: n.seq for n in pending}
+        self.store.mark_notifications_done([seqs["a0"], seqs["b0"]])
+        # pending_notifications: still only what was not published.
+        assert self.texts(self.store.pending_notifications()) == ["a1", "a2"]
+        # notifications_since: the agent's own, published or not, in seq order, with seqs.
+        backlog = self.store.notifications_since("alice", 0)
+        assert self.texts(backlog.notifications) == ["a0", "a1", "a2"]
+        assert [n.seq for n in backlog.notifications] == [seqs["a0"], seqs["a1"], seqs["a2"]]
+        assert all(n.agent_id == "alice" for n in backlog.notifications)
+        assert backlog.notifications[0].topic == "/me/interactions"
+        assert backlog.complete is True
+        assert backlog.last_seq == max(seqs.values())
+        after = self.store.notifications_since("alice", seqs["a0"])
+        assert self.texts(after.notifications) == ["a1", "a2"] and after.complete
+        # Seqs are shared by every agent: after bob's b0 (committed after a1), only a2.
+        assert self.texts(self.store.notifications_since("alice", seqs["b0"]).notifications) == [
+            "a2"
+        ]
+        assert self.texts(self.store.notifications_since("alice", 0, limit=2).notifications) == [
+            "a0",
+            "a1",
+        ]
+        assert self.store.notifications_since("alice", 0, limit=0).notifications == []
+        assert self.texts(self.store.notifications_since("bob", 0).notifications) == ["b0"]
+        last = self.store.notifications_since("alice", seqs["a2"])
+        assert (last.notifications, last.complete) == ([], True)
+        nobody = self.store.notifications_since("carol", 0)
+        assert (nobody.notifications, nobody.complete) == ([], True)
+        # The notification as published: the same wire form.
+        assert backlog.notifications[0].to_wire() == {"messageTypeName": "Test", "text": "a0"}
+
+    def test_notifications_since_sees_only_committed_entries(self) -> None:
+        self.notify("kept")
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_notification(note("alice", "staged"))
+            backlog = self.store.notifications_since("alice", 0)
+            assert self.texts(backlog.notifications) == ["kept"]
+            uow.rollback()
+        assert self.texts(self.store.notifications_since("alice", 0).notifications) == ["kept"]
+
+    def test_last_seq_is_the_highest_seq_given_and_higher_seqs_are_never_known(self) -> None:
+        empty = self.store.notifications_since("alice", 0)
+        assert (empty.notifications, empty.complete, empty.last_seq) == ([], True, 0)
+        self.notify("a0")
+        with self.store.unit_of_work() as uow:
+            uow.outbox.add_mail(mail("I1"))
+            uow.commit()
+        [entry] = self.store.pending_mail(self.clock.now())
+        backlog = self.store.notifications_since("alice", 0)
+        assert backlog.last_seq == entry.seq  # mail counts: one sequence
+        assert self.store.notifications_since("alice", entry.seq).complete is True
+        # A seq this store never gave (a client of another database): not complete.
+        beyond = self.store.notifications_since("alice", entry.seq + 1)
+        assert (beyond.notifications, beyond.complete) == ([], False)
+
+    def test_purge_deletes_published_notifications_before_the_time_only(self) -> None:
+        self.notify("old0", "old1", "pending")
+        self.notify("bob-old", agent_id="bob")
+        seqs = {n.to_wire()["text"]: n.seq for n in self.store.pending_notifications()}
+        self.store.mark_notifications_done([seqs["old0"], seqs["old1"], seqs["bob-old"]])
+        published_at = self.clock.now()
+        self.clock.advance(60)
+        self.notify("new")
+        [new] = [n.seq for n in self.store.pending_notifications() if n.seq > seqs["bob-old"]]
+        self.store.mark_notifications_done([new])
+        # Strictly before: nothing published at the cut-off time itself goes.
+        assert self.store.purge_notifications(published_at) == 0
+        assert self.store.purge_notifications(published_at + timedelta(seconds=1), limit=0) == 0
+        assert self.store.purge_notifications(published_at + timedelta(seconds=1), limit=2) == 2
+        assert self.store.purge_notifications(published_at + timedelta(seconds=1)) == 1
+        assert self.store.purge_notifications(published_at + timedelta(seconds=1)) == 0
+        # The pending one is never purged, however old; the one published later is kept.
+        assert self.store.purge_notifications(self.clock.now() + timedelta(days=1), 10) == 1
+        assert self.texts(self.store.pending_notifications()) == ["pending"]
+        assert self.texts(self.store.notifications_since("alice", 0).notifications) == ["pending"]
+        assert self.store.notifications_since("bob", 0).notifications == []
+
+    def test_a_purge_makes_the_history_before_it_incomplete_for_that_agent_only(self) -> None:
+        self.notify("a0", "a1", "a2")
+        self.notify("b0", agent_id="bob")
+        a0, a1, a2, b0 = (n.seq for n in self.store.pending_notifications())
+        self.store.mark_notifications_done([a0, a1])
+        self.clock.advance(60)
+        assert self.store.purge_notifications(self.clock.now()) == 2
+        for after in (0, a0):
+            gap = self.store.notifications_since("alice", after)
+            assert self.texts(gap.notifications) == ["a2"]
+            assert gap.complete is False, after  # a1 (> after) is gone
+        whole = self.store.notifications_since("alice", a1)
+        assert self.texts(whole.notifications) == ["a2"] and whole.complete is True
+        assert self.store.notifications_since("bob", 0).complete is True  # not bob's
+        assert self.texts(self.store.notifications_since("bob", 0).notifications) == ["b0"]
+        # A later purge of a lower seq does not lower what was recorded.
+        self.store.mark_notifications_done([a2, b0])
+        self.clock.advance(60)
+        assert self.store.purge_notifications(self.clock.now()) == 2
+        assert self.store.notifications_since("alice", a1).complete is False
+        assert self.store.notifications_since("alice", a2).complete is True
+        assert self.store.notifications_since("bob", b0 - 1).complete is False
+
+    def test_marking_published_again_keeps_the_first_time_and_seqs_go_on_after_a_purge(
+        self,
+    ) -> None:
+        self.notify("a0")
+        [first] = self.store.pending_notifications()
+        self.store.mark_notifications_done([first.seq])
+        published_at = self.clock.now()
+        self.clock.advance(600)
+        self.store.mark_notifications_done([first.seq])  # already published: a no-op
+        assert self.store.purge_notifications(published_at + timedelta(seconds=1)) == 1
+        assert self.store.pending_notifications() == []
+        self.notify("a1")
+        [later] = self.store.pending_notifications()
+        assert later.seq > first.seq
+        backlog = self.store.notifications_since("alice", first.seq)
+        assert self.texts(backlog.notifications) == ["a1"] and backlog.complete is True
+
     # ------------------------------------------------------------------ close
 
     def test_close_is_idempotent(self) -> None:
