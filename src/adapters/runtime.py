@@ -23,11 +23,37 @@ from functools import partial
 from typing import ParamSpec, TypeVar
 
 from interactions_core.engine import Engine
+from interactions_core.errors import Unavailable
 from interactions_core.outbox import NotificationDrain
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
+
+
+class _Failures:
+    """How a background loop reports its failures. The loops keep running whatever happens
+    and catch up on their next round; a database that is down (``Unavailable``: PostgreSQL
+    lost, SQLite locked by another process) is one warning when it starts and one when it
+    ends, not a traceback every poll for as long as it lasts. Anything else is logged with
+    its traceback each time: it is a bug, not an outage."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down = False
+
+    def failed(self, exc: Exception) -> None:
+        if isinstance(exc, Unavailable):
+            if not self.down:
+                _log.warning("%s: %s; retrying until the database is back", self.what, exc)
+            self.down = True
+        else:
+            _log.error("%s failed; retrying", self.what, exc_info=exc)
+
+    def succeeded(self) -> None:
+        if self.down:
+            _log.warning("%s: the database is back; caught up", self.what)
+            self.down = False
 
 
 class CoreRunner:
@@ -81,6 +107,7 @@ class NotificationDispatcher:
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._failures = _Failures("notification dispatch")
         self.published = 0
 
     def wake(self) -> None:
@@ -120,9 +147,11 @@ class NotificationDispatcher:
                 return
             try:
                 await self.drain_once()
-            except Exception:
-                _log.exception("notification dispatch failed; retrying")
+            except Exception as exc:
+                self._failures.failed(exc)
                 await asyncio.sleep(self._poll)
+            else:
+                self._failures.succeeded()
 
 
 class RouterTimer:
@@ -133,6 +162,7 @@ class RouterTimer:
         self._engine = engine
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._failures = _Failures("router tick")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="router-timer")
@@ -148,8 +178,10 @@ class RouterTimer:
             await asyncio.sleep(self._interval)
             try:
                 await self._core.run(self._engine.tick)
-            except Exception:
-                _log.exception("router tick failed")
+            except Exception as exc:
+                self._failures.failed(exc)
+            else:
+                self._failures.succeeded()
 
 
 class NotificationPurger:
@@ -176,6 +208,7 @@ class NotificationPurger:
         )
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
+        self._failures = _Failures("notification purge")
         self.purged = 0
 
     async def start(self) -> None:
@@ -204,5 +237,7 @@ class NotificationPurger:
             await asyncio.sleep(self.interval)
             try:
                 await self.purge_once()
-            except Exception:
-                _log.exception("notification purge failed; tried again later")
+            except Exception as exc:
+                self._failures.failed(exc)
+            else:
+                self._failures.succeeded()

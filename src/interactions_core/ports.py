@@ -342,6 +342,11 @@ class OutboxReader(Protocol):
 
         Due: ``next_attempt_at <= due_before`` (inclusive; callers pass their clock's now). A
         new entry is due from its commit; a rescheduled one from its new ``next_attempt_at``.
+
+        A store that several readers (processes) share may *claim* what it returns: then an
+        entry returned to one reader is held back from the others until that reader marks or
+        reschedules it, or its claim lapses (a reader that died). A reader is always offered
+        again what it was given and has not marked: what one reader sees is as above.
         """
         ...
 

@@ -1,6 +1,10 @@
 """End to end, real processes: ``interactions serve`` as a subprocess, the official CometD
 JavaScript client on Node, mail in over SMTP with ``smtplib``, mail out to an ``aiosmtpd`` sink.
 
+The walkthrough runs on both backends: the default SQLite file, and PostgreSQL (a fresh
+database of the throwaway cluster, ``tests/pgcluster.py``) selected by the ``database``
+setting alone, as an operator would.
+
 Then the server is killed with SIGKILL in the middle of a burst of Sends and restarted: every
 Send that was answered ``ok`` is delivered; the only duplicates allowed are the mails handed to
 the relay in the instant of the kill (the documented crash window), and they carry the same
@@ -74,10 +78,14 @@ def sink() -> Iterator[tuple[Sink, int]]:
 
 
 class ServerProcess:
-    def __init__(self, config: Path, http_port: int, smtp_port: int) -> None:
+    def __init__(
+        self, config: Path, http_port: int, smtp_port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.http_port = http_port
         self.smtp_port = smtp_port
+        self.env = env or {}
+        self.backend = "postgres" if "INTERACTIONS_DATABASE" in self.env else "sqlite"
         self.process: subprocess.Popen[bytes] | None = None
         self.log = config.parent / "server.log"
 
@@ -90,7 +98,7 @@ class ServerProcess:
             [sys.executable, "-m", "adapters.server.cli", "serve", "--config", str(self.config)],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -119,25 +127,30 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server(tmp_path: Path, sink: tuple[Sink, int]) -> Iterator[ServerProcess]:
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, sink: tuple[Sink, int]
+) -> Iterator[ServerProcess]:
+    """The server on SQLite, or (``indirect`` parameter ``"postgres"``) on PostgreSQL."""
+    backend = getattr(request, "param", "sqlite")
     agents = tmp_path / "agents.json"
     add_agent(agents, "alice", "alice-pw", mailboxes=["support@example.com"], capacity=50)
     http_port, smtp_port = free_port(), free_port()
     config = tmp_path / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "data_dir": str(tmp_path / "data"),
-                "http_port": http_port,
-                "smtp_listen_port": smtp_port,
-                "agents_file": str(agents),
-                "mailboxes": {"support@example.com": "Support"},
-                "message_id_domain": "e2e.example.com",
-                "relay": {"host": "127.0.0.1", "port": sink[1], "security": "none"},
-            }
-        )
-    )
-    process = ServerProcess(config, http_port, smtp_port)
+    settings: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "http_port": http_port,
+        "smtp_listen_port": smtp_port,
+        "agents_file": str(agents),
+        "mailboxes": {"support@example.com": "Support"},
+        "message_id_domain": "e2e.example.com",
+        "relay": {"host": "127.0.0.1", "port": sink[1], "security": "none"},
+    }
+    env: dict[str, str] = {}
+    if backend == "postgres":
+        # As an operator would: the environment variable alone selects PostgreSQL.
+        env["INTERACTIONS_DATABASE"] = request.getfixturevalue("postgres_dsn")
+    config.write_text(json.dumps(settings))
+    process = ServerProcess(config, http_port, smtp_port, env=env)
     process.start()
     yield process
     process.stop()
@@ -195,6 +208,7 @@ def interaction_message(state: str) -> Any:
     return lambda e: e.get("event") == "message" and e["data"].get("state") == state
 
 
+@pytest.mark.parametrize("server", ["sqlite", "postgres"], indirect=True)
 async def test_walkthrough_with_the_official_client(
     server: ServerProcess, sink: tuple[Sink, int]
 ) -> None:
@@ -276,6 +290,11 @@ async def test_walkthrough_with_the_official_client(
         assert "> Where is order 1?" in body
         states = [e["data"]["state"] for e in js.events if e.get("event") == "message"]
         assert states == ["Invited", "Accepted", "ReplyCreated", "Sent", "Completed"]
+        if server.backend == "postgres":  # it really ran on PostgreSQL, and only there
+            assert "(PostgreSQL, pool 10)" in server.log.read_text()
+            data = server.config.parent / "data"
+            assert not (data / "interactions.sqlite3").exists()
+            assert not (data / "attachments").exists()
     finally:
         await js.close()
 

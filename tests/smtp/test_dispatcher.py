@@ -83,3 +83,39 @@ async def test_a_relay_that_does_not_answer_is_transient(harness: Harness, sink:
     await d.drain_once()
     pending = harness.store.pending_mail(harness.clock.now() + timedelta(hours=1))
     assert pending[0].attempts == 1 and "no answer" in (pending[0].last_error or "")
+
+
+async def test_a_database_outage_is_one_warning_and_the_mail_still_goes(
+    harness: Harness, sink: Sink, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the store is ``Unavailable`` (PostgreSQL lost), each poll fails: that is one
+    warning when it starts and one when it ends, never a traceback per poll; then the queued
+    mail is sent."""
+    from interactions_core.errors import Unavailable
+
+    real = harness.store.pending_mail
+    failures = {"left": 5}
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise Unavailable("PostgreSQL at db:5432/x is unavailable: connection refused")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    queued_reply(harness, attach=False)
+    monkeypatch.setattr(harness.store, "pending_mail", flaky)
+    d = dispatcher(harness, transport_for(sink), poll=0.01)
+    with caplog.at_level("WARNING", logger="adapters.smtp.dispatcher"):
+        await d.start()
+        try:
+            await eventually(lambda: len(sink.received) == 1)
+        finally:
+            await d.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name == "adapters.smtp.dispatcher"]
+    assert failures["left"] == 0 and d.stats.errors == 5
+    assert [m for m in messages if "retrying until the database is back" in m] == [
+        "mail dispatcher: PostgreSQL at db:5432/x is unavailable: connection refused; "
+        "retrying until the database is back"
+    ]
+    assert sum("the database is back" in m and "retrying" not in m for m in messages) == 1
+    assert not any(r.exc_info for r in caplog.records)

@@ -1,10 +1,13 @@
-"""The child process of ``test_sqlite_crash.py``: real operations in a loop until it is killed.
+"""The child process of the crash tests: real operations in a loop until it is killed.
 
-Usage: ``python crash_writer.py DATABASE LOG RUN``. Each iteration runs, through the real
-``InteractionService`` on a ``SqliteStore``, five operations, each its own transaction: receive,
-offer, Accept, Reply, Send; every other iteration it also drains the outbox. After each commit
-*returns* (and after each hand-over to the notifier or transport) it appends one JSON line to LOG
-and fsyncs it: a line in the log is a promise that the database must keep.
+Usage: ``python crash_writer.py STORE LOG RUN``. STORE names the store: ``sqlite:PATH`` (or a
+plain path) for a ``SqliteStore``, a ``postgresql://`` DSN for a ``PostgresStore``
+(``tests/store/test_sqlite_crash.py``, ``tests/postgres/test_postgres_crash.py``). Each
+iteration runs, through the real ``InteractionService``, five operations, each its own
+transaction: receive, offer, Accept, Reply, Send; every other iteration it also drains the
+outbox. After each commit *returns* (and after each hand-over to the notifier or transport) it
+appends one JSON line to LOG and fsyncs it: a line in the log is a promise that the database
+must keep.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from adapters.sqlite import SqliteStore
 from interactions_core.ids import SystemClock
 from interactions_core.operations import parse_operation
 from interactions_core.outbox import drain_mail, drain_notifications
-from interactions_core.ports import Agent, MailEntry, Notification, OutgoingMail
+from interactions_core.ports import Agent, MailEntry, Notification, OutgoingMail, Store
 from interactions_core.service import InteractionService
 from interactions_core.testing import (
     InMemoryAgentDirectory,
@@ -78,10 +81,19 @@ class LoggingTransport:
         """Nothing to release."""
 
 
+def open_store(spec: str) -> Store:
+    """The store STORE names: ``sqlite:PATH`` or a path, or a ``postgresql://`` DSN."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        from adapters.postgres import PostgresStore
+
+        return PostgresStore(spec)
+    return SqliteStore(spec.removeprefix("sqlite:"))
+
+
 def main(argv: list[str]) -> int:
-    database, log_path, run = argv[1], argv[2], int(argv[3])
+    spec, log_path, run = argv[1], argv[2], int(argv[3])
     clock = SystemClock()
-    store = SqliteStore(database)
+    store = open_store(spec)
     agents = InMemoryAgentDirectory([Agent(id="alice", mailboxes=("support@example.com",))])
     service = InteractionService(store, agents, InMemoryAttachmentStore(), clock, RunIds(run))
     accept = parse_operation({"operationName": "Accept"})

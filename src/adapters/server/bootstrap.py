@@ -10,8 +10,10 @@ Nothing committed is lost: the outbox is durable, and published notifications ar
 ``replay`` reads them from the store).
 
 ``build`` takes parts: a ``store``, ``attachments``, agent ``directory``, ``notifier`` or mail
-``transport`` given is used as it is; anything not given is built from the settings (SQLite,
-files, the agents file or demo agents, the CometD server, a relay or the Maildir).
+``transport`` given is used as it is; anything not given is built from the settings (the
+``database`` setting: SQLite and attachment files, or PostgreSQL for both, see ``database``;
+the agents file or demo agents, the CometD server, a relay or the Maildir). A database that
+cannot be opened raises ``CannotOpenDatabase``, one line naming the setting.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ from ..smtp import (
     SmtpReceiver,
     SmtpTransport,
 )
-from ..sqlite import FileAttachmentStore, SqliteStore
 from .agents import AgentRecord, FileAgentDirectory, PasswordDirectory, hash_password
+from .database import attachment_limit, open_attachments, open_store
 from .settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -190,21 +192,20 @@ def build(
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
-    if store is None:
-        store = SqliteStore(
-            settings.database_path,
-            synchronous=settings.sqlite_synchronous,
-            clock=clock,
-            cache_size=settings.sqlite_cache_size,
-        )
-    if attachments is None:
-        attachments = FileAttachmentStore(
-            settings.attachments_path,
-            max_size=max(settings.max_attachment_bytes, settings.smtp_max_message_bytes),
-        )
     passwords: dict[str, str] = {}
-    if directory is None:
+    if directory is None:  # first: a bad agents file then opens no database connection
         directory, passwords = _directory(settings, demo_passwords)
+    built: list[Store | AttachmentStore] = []
+    try:
+        if store is None:
+            store = open_store(settings, clock)
+            built.append(store)
+        if attachments is None:
+            attachments = open_attachments(settings, max_size=attachment_limit(settings))
+    except BaseException:
+        for part in built:  # the store's pool, when the attachment store then failed
+            part.close()
+        raise
     config = ServiceConfig(
         message_id_domain=settings.message_id_domain,
         mailbox_queues=settings.mailboxes,

@@ -1,4 +1,8 @@
-"""The ``interactions`` command: serve, agents add, diagram, send-test-mail."""
+"""The ``interactions`` command: serve, migrate, agents add, diagram, send-test-mail.
+
+Exit status: 0 done; 1 the database (or the SMTP server of ``send-test-mail``) could not be
+reached, which may pass; 2 the configuration or the arguments are wrong.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from interactions_core.diagram import main as diagram_main
 from interactions_core.errors import InteractionsError
 
 from .agents import AgentDirectoryError, add_agent
+from .database import CannotOpenDatabase, describe
 from .settings import ConfigurationError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -35,6 +40,32 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--smtp-port", type=int, help="inbound SMTP port (default 2525)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply the schema migrations to the configured database, or (--from) move a"
+        " SQLite installation into the configured PostgreSQL database",
+        description="Without --from: bring the configured database (SQLite or PostgreSQL) to"
+        " the latest schema and print its version before and after. With --from sqlite:PATH:"
+        " copy that SQLite installation (interactions with their versions, pending mail,"
+        " unpublished notifications, attachment files) into the configured PostgreSQL"
+        " database, which must hold no interaction; the SQLite file is only read.",
+    )
+    migrate.add_argument("--config", type=Path, help="a JSON or TOML settings file")
+    migrate.add_argument("--data-dir", type=Path, help="where the database and outbox live")
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        metavar="sqlite:PATH",
+        help="the SQLite database file to move into the configured PostgreSQL database",
+    )
+    migrate.add_argument(
+        "--attachments",
+        type=Path,
+        metavar="DIR",
+        help="with --from: the SQLite installation's attachments directory"
+        " (default: attachments/ beside PATH)",
+    )
 
     agents = commands.add_parser("agents", help="manage the agents file")
     agent_commands = agents.add_subparsers(dest="agents_command", required=True)
@@ -68,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "migrate":
+        return migrate(args)
     if args.command == "agents":
         return agents_add(args)
     if args.command == "diagram":
@@ -75,11 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     return send_test_mail(args)
 
 
-def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .bootstrap import NOTIFICATIONS_PATH, build
-
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's options that override settings (those it has)."""
     overrides: dict[str, Any] = {}
     for option, name in (
         ("data_dir", "data_dir"),
@@ -87,14 +117,28 @@ def serve(args: argparse.Namespace) -> int:
         ("port", "http_port"),
         ("smtp_port", "smtp_listen_port"),
     ):
-        if getattr(args, option) is not None:
+        if getattr(args, option, None) is not None:
             overrides[name] = getattr(args, option)
+    return overrides
+
+
+def _fail(exc: BaseException, status: int) -> int:
+    print(f"interactions: {exc}", file=sys.stderr)
+    return status
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .bootstrap import NOTIFICATIONS_PATH, build
+
     try:
-        settings = load_settings(args.config, **overrides)
+        settings = load_settings(args.config, **_overrides(args))
         server = build(settings)
+    except CannotOpenDatabase as exc:
+        return _fail(exc, 1)
     except (ConfigurationError, AgentDirectoryError) as exc:
-        print(f"interactions: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.http_host}:{settings.http_port}"
     lines = [
@@ -103,7 +147,7 @@ def serve(args: argparse.Namespace) -> int:
         f"  CometD         {base}{NOTIFICATIONS_PATH}  (channel /me/interactions)",
         f"  inbound SMTP   {settings.smtp_listen_host}:{settings.smtp_listen_port}  "
         f"(mailboxes: {', '.join(settings.mailboxes)})",
-        f"  database       {settings.database_path}",
+        f"  database       {describe(settings)}",
     ]
     if settings.relay is None:
         lines.append(f"  outgoing mail  Maildir {settings.maildir_path}/new  (no relay configured)")
@@ -159,6 +203,44 @@ def uvicorn_config(
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
     )
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """``interactions migrate [--from sqlite:PATH [--attachments DIR]]``: parsing and printing
+    only; the work is ``database.run_migrations`` and ``transfer.move_sqlite_to_postgres``."""
+    from .database import run_migrations
+    from .transfer import TransferError, move_sqlite_to_postgres
+
+    if args.attachments is not None and args.source is None:
+        return _fail(ValueError("--attachments DIR goes with --from sqlite:PATH"), 2)
+    source: Path | None = None
+    if args.source is not None:
+        scheme, colon, rest = args.source.partition(":")
+        if not colon or scheme.lower() != "sqlite" or not rest:
+            return _fail(
+                ValueError(
+                    f"--from {args.source!r}: give sqlite:PATH (the SQLite database file to move)"
+                ),
+                2,
+            )
+        source = Path(rest)
+    try:
+        settings = load_settings(args.config, **_overrides(args))
+        if source is None:
+            print(run_migrations(settings), flush=True)
+            return 0
+        report = move_sqlite_to_postgres(
+            settings,
+            source,
+            args.attachments,
+            progress=lambda line: print(line, flush=True),
+        )
+    except CannotOpenDatabase as exc:
+        return _fail(exc, 1)
+    except (ConfigurationError, TransferError) as exc:
+        return _fail(exc, 2)
+    print("\n".join(report.lines()), flush=True)
+    return 0
 
 
 def agents_add(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -34,6 +35,8 @@ from pydantic_settings import (
 from interactions_core.addresses import validate_address
 from interactions_core.errors import InvalidAddress
 
+from .database import PostgresUrl, parse_database
+
 
 class RelaySettings(BaseModel):
     """The outbound SMTP relay. Without one, mail is written to the Maildir outbox."""
@@ -44,7 +47,7 @@ class RelaySettings(BaseModel):
     port: int = Field(587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False)  # never in the settings' repr
     timeout_seconds: float = Field(30.0, gt=0)
     connections: int = Field(4, ge=1, le=64)
 
@@ -63,10 +66,21 @@ class Settings(BaseSettings):
         env_prefix="INTERACTIONS_",
         env_nested_delimiter="__",
         extra="forbid",
+        # A rejected value is never echoed in an error: ``database`` may hold a password.
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path("var")
-    database: Path | None = None  # default: <data_dir>/interactions.sqlite3
+    # A path (SQLite; default: <data_dir>/interactions.sqlite3) or a postgresql:// URL
+    # (PostgreSQL for the store and the attachments); a URL shows its password as ***.
+    database: Annotated[Path | PostgresUrl | None, BeforeValidator(parse_database)] = None
+    # PostgreSQL only (docs/storage.md, sizing): the store's connection pool per process (the
+    # attachment store adds min(4, this)), the longest a statement may run (0: no limit), the
+    # name the connections carry in pg_stat_activity, and how long a connection attempt waits.
+    database_pool_size: int = Field(10, ge=1, le=1000)
+    database_statement_timeout_ms: int = Field(30_000, ge=0, le=24 * 3_600_000)
+    database_application_name: str = Field("interactions", min_length=1, max_length=63)
+    database_connect_timeout_seconds: float = Field(10.0, gt=0, le=3600)
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     sqlite_cache_size: int = Field(256, ge=0, le=1_000_000)  # rows kept by version; 0 = off
     attachments_dir: Path | None = None  # default: <data_dir>/attachments
@@ -144,6 +158,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
         return networks
 
+    @field_validator("attachments_dir")
+    @classmethod
+    def _attachments_dir_is_for_sqlite(
+        cls, value: Path | None, info: ValidationInfo
+    ) -> Path | None:
+        """Files are where SQLite keeps attachments; with PostgreSQL they are in the database,
+        so a directory given then would be silently unused."""
+        if value is not None and isinstance(info.data.get("database"), PostgresUrl):
+            raise ValueError(
+                "with a PostgreSQL database the attachments are stored in it: remove"
+                " attachments_dir (interactions migrate --from sqlite:PATH --attachments DIR"
+                " moves existing files)"
+            )
+        return value
+
+    @field_validator("database_application_name")
+    @classmethod
+    def _printable_application_name(cls, value: str) -> str:
+        """PostgreSQL keeps printable ASCII only (anything else becomes ``?``), and the name is
+        what operators look connections up by (``pg_stat_activity``)."""
+        if not all(" " <= c <= "~" for c in value):
+            raise ValueError("printable ASCII characters only")
+        return value
+
     @field_validator("login_backoff_max_seconds")
     @classmethod
     def _backoff_cap_above_start(cls, value: float, info: ValidationInfo) -> float:
@@ -163,7 +201,15 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def database_url(self) -> PostgresUrl | None:
+        """The PostgreSQL database, or None: SQLite (``database_path``)."""
+        return self.database if isinstance(self.database, PostgresUrl) else None
+
+    @property
     def database_path(self) -> Path:
+        """The SQLite file. Only for SQLite: with PostgreSQL there is none (ValueError)."""
+        if isinstance(self.database, PostgresUrl):
+            raise ValueError("the database is PostgreSQL, not a SQLite file")
         return self.database or self.data_dir / "interactions.sqlite3"
 
     @property

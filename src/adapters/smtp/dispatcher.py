@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from interactions_core.errors import Unavailable
 from interactions_core.outbox import MailDrain, Outcome, RetryPolicy
 from interactions_core.ports import (
     Clock,
@@ -116,6 +117,7 @@ class MailDispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+        self._store_down = False  # the last read raised Unavailable (logged once)
         self._fill_lock = asyncio.Lock()  # one read at a time: no entry started twice
 
     # ------------------------------------------------------------------ lifecycle
@@ -186,9 +188,20 @@ class MailDispatcher:
                 return
             try:
                 await self._fill()
+            except Unavailable as exc:
+                # The database is down (PostgreSQL lost, SQLite locked): one warning when it
+                # goes and one when it is back, not a traceback every poll while it lasts.
+                self.stats.errors += 1
+                if not self._store_down:
+                    log.warning("mail dispatcher: %s; retrying until the database is back", exc)
+                self._store_down = True
             except Exception:
                 self.stats.errors += 1
                 log.exception("mail dispatcher: reading the outbox failed; next poll retries")
+            else:
+                if self._store_down:
+                    log.warning("mail dispatcher: the database is back; catching up")
+                    self._store_down = False
 
     async def _fill(self) -> int:
         async with self._fill_lock:

@@ -1,0 +1,440 @@
+"""The PostgreSQL store: the ``Store`` / ``UnitOfWork`` ports on psycopg 3 and a connection pool.
+
+Semantics are exactly ``interactions_core.memory.InMemoryStore``'s and the SQLite store's (the
+contract suite in ``tests/postgres`` proves it); what differs is how they are kept when many
+processes share the database:
+
+* A unit of work *stages* its writes in memory (``interactions_core.staging``); reads inside it
+  see the committed data with the staged changes on top (read-your-writes). Reads are single
+  statements in autocommit mode, each on the latest committed data (read committed). A unit of
+  work holds no connection between calls, so any number may be open at once.
+* ``commit`` is one transaction. In id order, so that two commits always lock rows in the same
+  order and never deadlock, it writes every update as
+  ``UPDATE ... WHERE id = %s AND version = %s`` and checks every ``expect``-ed interaction with
+  ``SELECT version ... FOR SHARE`` (a concurrent change of it then waits for this commit, as it
+  would behind SQLite's write lock). A row count of 0 or another version is a
+  ``ConcurrencyConflict`` with the version actually stored, and the transaction is rolled
+  back: a stale write is refused, never lost. Under read committed, an ``UPDATE`` that waited
+  for a concurrent writer of the row re-checks its ``WHERE`` against the row that writer
+  committed, so of two racing commits exactly one matches.
+* Then, under the outbox lock (outbox.py: why seqs are in commit order), it inserts the new
+  interactions (``ON CONFLICT (id) DO NOTHING``: a duplicate id is a conflict), the
+  notifications and the mail, and commits. No Python code of the service runs inside the
+  transaction: everything is serialised before ``BEGIN``.
+* An interaction is its JSON document (``model_dump_json``, read back with pydantic's
+  ``validate_json``: stored data is trusted) in a ``text`` column, plus the columns the queries
+  and indexes need, written from the same object in the same statement.
+
+Failures: see connection.py (``Unavailable`` while serving; ``DatabaseUnreachable`` at
+construction).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+from psycopg import sql
+
+from interactions_core.errors import ConcurrencyConflict
+from interactions_core.ids import SystemClock
+from interactions_core.lifecycle import WAITING_STATES
+from interactions_core.model import Interaction
+from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail
+from interactions_core.staging import StagedUnitOfWork
+
+from . import bulk
+from .connection import Connection, Database, connect, connection_settings
+from .migrations import apply_migrations, check_version, waiting_predicate
+from .outbox import INSERT_MAIL, INSERT_NOTIFICATION, OUTBOX_LOCK_KEY, PostgresOutboxReader
+from .rows import COLUMNS, decode, encode_json, row_values, text, to_micros, utc
+
+if TYPE_CHECKING:
+    from interactions_core.ports import Store, UnitOfWork
+
+__all__ = ["PostgresInteractions", "PostgresStore", "PostgresUnitOfWork"]
+
+_NEW_POSITION: Final = 2**62  # after every stored row: staged rows not yet in the database
+
+# ----------------------------------------------------------------------------- SQL
+
+_INSERT: Final = (
+    f"INSERT INTO interactions ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_UPDATE: Final = (
+    "UPDATE interactions SET version = %s, state = %s, owner = %s, offer_agent = %s,"
+    " current_queue = %s, workbin = %s, mailbox = %s, message_id = %s, received_at = %s,"
+    " data = %s WHERE id = %s AND version = %s"
+)
+_GET: Final = "SELECT data FROM interactions WHERE id = %s"
+_VERSION: Final = "SELECT version FROM interactions WHERE id = %s"
+_VERSION_FOR_SHARE: Final = "SELECT version FROM interactions WHERE id = %s FOR SHARE"
+_POSITION: Final = "SELECT pos FROM interactions WHERE id = %s"
+_FOR_AGENT: Final = (
+    "SELECT data FROM interactions WHERE owner = %s OR offer_agent = %s ORDER BY received_at, id"
+)
+_IN_WORKBIN: Final = "SELECT data FROM interactions WHERE workbin = %s ORDER BY received_at, id"
+_BY_MESSAGE_ID: Final = "SELECT pos, id, data FROM interactions WHERE message_id = %s"
+_BY_MESSAGE_ID_IN: Final = (
+    "SELECT pos, id, data FROM interactions WHERE message_id = %s AND mailbox = %s"
+)
+
+
+def in_queue_sql(states: Iterable[str] = WAITING_STATES) -> sql.Composed:
+    """The routing query; its WHERE repeats the partial index's predicate so the index is used."""
+    return sql.SQL(
+        "SELECT data FROM interactions WHERE current_queue = %s AND {}"
+        " ORDER BY received_at, id LIMIT %s"
+    ).format(waiting_predicate(states))
+
+
+_IN_QUEUE: Final = in_queue_sql()
+
+
+def _version(conn: Connection, interaction_id: str) -> int | None:
+    row = conn.execute(_VERSION, (text(interaction_id),)).fetchone()
+    return None if row is None else int(row[0])
+
+
+# ----------------------------------------------------------------------------- store
+
+
+class PostgresStore(PostgresOutboxReader):
+    """Store + outbox in a PostgreSQL database, shared safely by any number of processes."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        clock: Clock | None = None,
+        pool_size: int = 10,
+        statement_timeout_ms: int = 30_000,
+        application_name: str = "interactions",
+        connect_timeout_s: float = 10.0,
+        mail_lease_seconds: float = 300.0,
+        migrate: bool = True,
+    ) -> None:
+        """Connect (and, with ``migrate``, migrate) the database at ``dsn``.
+
+        ``pool_size``: at most that many connections (two are opened at start). Every
+        connection has ``application_name`` and ``statement_timeout`` (``statement_timeout_ms``;
+        0: none) set. ``connect_timeout_s``: how long connecting may take, and how long a call
+        waits for a free connection before ``Unavailable``. ``mail_lease_seconds``: how long a
+        mail ``pending_mail`` returned stays claimed by this store (outbox.py). Without
+        ``migrate`` the database must be at this library's version (``SchemaTooOld`` if not).
+
+        Raises ``DatabaseUnreachable`` when the database cannot be reached.
+        """
+        if mail_lease_seconds <= 0:
+            raise ValueError("mail_lease_seconds must be > 0")
+        self._clock = clock or SystemClock()
+        self._lease = timedelta(seconds=mail_lease_seconds)
+        # Who holds a mail claim: this store object (a process may have several).
+        self._claimant = f"{application_name}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        settings = connection_settings(
+            dsn,
+            application_name=application_name,
+            statement_timeout_ms=statement_timeout_ms,
+            connect_timeout_s=connect_timeout_s,
+        )
+        self._db = Database(
+            dsn,
+            settings,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            statement_timeout_ms=statement_timeout_ms,
+            name=f"{application_name}-store",
+        )
+        with connect(dsn, settings) as conn:  # says why when the database cannot be reached
+            if migrate:
+                conn.execute("SET statement_timeout = 0")  # a migration may take long
+                apply_migrations(conn)
+            else:
+                check_version(conn)
+        self._db.open()
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """``host:port/database`` (for logs and errors; no credentials)."""
+        return self._db.where
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A pooled connection (autocommit) for statements of the caller's own: tests, admin
+        tools. Operational failures raise ``Unavailable``."""
+        with self._db.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release this store's mail claims, then close every connection (call at shutdown,
+        with no unit of work in flight). Idempotent. Every commit was durable when it returned,
+        so closing loses nothing; a store opened again on the database finds it all."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # Best effort, and brief (the database may be down at shutdown): the leases end by
+            # themselves anyway.
+            with suppress(Exception):
+                self.release_claims(timeout=min(1.0, self._db.timeout))
+        finally:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the port
+    def unit_of_work(self) -> PostgresUnitOfWork:
+        return PostgresUnitOfWork(self)
+
+    def load(
+        self,
+        interactions: Iterable[Interaction],
+        *,
+        mail: Iterable[MailEntry] = (),
+        notifications: Iterable[Notification] = (),
+    ) -> int:
+        """Bulk import (moving an installation from SQLite): rows kept as given (versions, ids,
+        states; pending mail with attempts/next_attempt_at; notifications as unpublished), in
+        one transaction; refuses (ValueError naming the reason) if the database already holds
+        interactions. Returns how many interactions were loaded. Uses COPY.
+
+        Seqs given (> 0) are kept, so a client's last seq stays meaningful; entries with seq 0
+        get new ones above them, and the sequence continues above all. See bulk.py.
+        """
+        with self._db.transaction() as conn:
+            return bulk.load(
+                conn, interactions, mail=mail, notifications=notifications, now=self._clock.now()
+            )
+
+    # -- used by the unit of work
+    def _get(self, interaction_id: str) -> Interaction | None:
+        key = text(interaction_id)
+        row = self._db.retryable(lambda c: c.execute(_GET, (key,)).fetchone())
+        return None if row is None else decode(row[0])
+
+    def _query(self, query: str | sql.Composed, params: tuple[Any, ...]) -> list[Interaction]:
+        rows = self._db.retryable(lambda c: c.execute(query, params).fetchall())
+        return [decode(data) for (data,) in rows]
+
+    def _matches(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._db.retryable(lambda c: c.execute(query, params).fetchall())
+
+    def _positions(self, ids: list[str]) -> dict[str, int]:
+        def read(conn: Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for iid in ids:
+                row = conn.execute(_POSITION, (text(iid),)).fetchone()
+                if row is not None:
+                    found[iid] = int(row[0])
+            return found
+
+        return self._db.retryable(read)
+
+    def _lock_outbox(self, conn: Connection) -> None:
+        """Serialise seq allocation until this transaction ends (outbox.py). Overridden only
+        by a test that proves what goes wrong without it."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK_KEY,))
+
+    def _before_commit(self, conn: Connection) -> None:
+        """Called with the transaction's inserts done, right before ``COMMIT``: a no-op, for
+        tests that need a delay or a failure exactly there."""
+
+    def _commit(
+        self,
+        expected: dict[str, int | None],
+        rows: dict[str, Interaction],
+        notifications: list[tuple[str, str, str]],
+        mail: list[OutgoingMail],
+    ) -> None:
+        # Everything is serialised before the transaction begins.
+        values = {iid: row_values(row) for iid, row in rows.items()}
+        # Updates and checks, in id order: every commit locks rows in the same order.
+        locked: list[tuple[str, int, tuple[Any, ...] | None]] = []
+        inserts: list[str] = []
+        for iid in sorted(expected):
+            version = expected[iid]
+            if iid not in values:  # expected, not written: checked
+                locked.append((iid, version or 0, None))
+            elif version is None:
+                inserts.append(iid)
+            else:
+                row = values[iid]
+                locked.append((iid, version, (*row[1:], row[0], version)))
+        order = {iid: n for n, iid in enumerate(rows)}
+        inserts.sort(key=order.__getitem__)  # stored in the order they were added
+        outbox_rows: list[tuple[str, tuple[Any, ...]]] = []
+        if notifications or mail:
+            now = utc(self._clock.now())
+            outbox_rows = [
+                (INSERT_NOTIFICATION, (text(agent), text(topic), payload, now))
+                for agent, topic, payload in notifications
+            ]
+            outbox_rows.extend(
+                (INSERT_MAIL, (text(m.interaction_id), m.model_dump_json(), now, now)) for m in mail
+            )
+        with self._db.transaction() as conn:
+            for iid, version, params in locked:
+                if params is not None:
+                    if conn.execute(_UPDATE, params).rowcount != 1:
+                        raise ConcurrencyConflict(iid, version, _version(conn, iid))
+                    continue
+                # FOR SHARE: a concurrent change of it waits until this commit is done.
+                found = conn.execute(_VERSION_FOR_SHARE, (text(iid),)).fetchone()
+                actual = None if found is None else int(found[0])
+                if actual != version:
+                    raise ConcurrencyConflict(iid, version, actual)
+            if inserts or outbox_rows:
+                self._lock_outbox(conn)
+                for iid in inserts:
+                    if conn.execute(_INSERT, values[iid]).rowcount != 1:
+                        raise ConcurrencyConflict(iid, 0, _version(conn, iid))
+                with conn.cursor() as cur:
+                    for statement, params in outbox_rows:
+                        cur.execute(statement, params)
+            self._before_commit(conn)
+
+
+# ----------------------------------------------------------------------------- unit of work
+
+
+class PostgresInteractions:
+    """The repository of one unit of work: the database with the staged changes on top."""
+
+    def __init__(self, uow: PostgresUnitOfWork) -> None:
+        self._uow = uow
+        self._store = uow._store
+
+    def get(self, interaction_id: str) -> Interaction | None:
+        return self._uow._staged.get(interaction_id, self._store._get)
+
+    def add(self, interaction: Interaction) -> Interaction:
+        return self._uow._staged.add(interaction, self._store._get)
+
+    def update(self, interaction: Interaction) -> Interaction:
+        return self._uow._staged.update(interaction)
+
+    def expect(self, interaction: Interaction) -> None:
+        self._uow._staged.expect(interaction)
+
+    def _merged(
+        self,
+        found: list[Interaction],
+        matches: Callable[[Interaction], bool],
+        limit: int | None = None,
+    ) -> list[Interaction]:
+        """``found`` (from the database, in order) with the staged rows applied, re-sorted."""
+        staged = self._uow._rows
+        if not staged:
+            return found if limit is None else found[:limit]
+        merged = [i for i in found if i.id not in staged]
+        merged.extend(i for i in staged.values() if matches(i))
+        merged.sort(key=lambda i: (to_micros(i.received_at), i.id))
+        return merged if limit is None else merged[:limit]
+
+    def for_agent(self, agent_id: str) -> list[Interaction]:
+        key = text(agent_id)
+        return self._merged(
+            self._store._query(_FOR_AGENT, (key, key)),
+            lambda i: i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id),
+        )
+
+    def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
+        if limit is not None and limit <= 0:
+            return []
+        # Staged rows may displace database rows: fetch enough to cover them.
+        fetch = None if limit is None else limit + len(self._uow._rows)
+        return self._merged(
+            self._store._query(_IN_QUEUE, (text(queue), fetch)),
+            lambda i: i.current_queue == queue and i.state in WAITING_STATES,
+            limit,
+        )
+
+    def in_workbin(self, workbin: str) -> list[Interaction]:
+        return self._merged(
+            self._store._query(_IN_WORKBIN, (text(workbin),)), lambda i: i.workbin == workbin
+        )
+
+    def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
+        """The first stored (commit order) interaction with this Message-ID."""
+        params: tuple[str | None, ...]
+        if mailbox is None:
+            query, params = _BY_MESSAGE_ID, (text(message_id),)
+        else:
+            query, params = _BY_MESSAGE_ID_IN, (text(message_id), text(mailbox))
+        staged = self._uow._rows
+        if not staged:
+            first = self._store._matches(query + " ORDER BY pos LIMIT 1", params)
+            return decode(first[0][2]) if first else None
+        found = self._store._matches(query + " ORDER BY pos", params)
+        # A staged row keeps the position of its stored row; new rows come last, in order.
+        candidates = [(int(pos), decode(data)) for pos, iid, data in found if iid not in staged]
+        mine = [
+            i
+            for i in staged.values()
+            if i.email.message_id == message_id and (mailbox is None or i.mailbox == mailbox)
+        ]
+        if mine:
+            stored = self._store._positions([i.id for i in mine])
+            order = list(staged)
+            candidates.extend(
+                (stored.get(i.id, _NEW_POSITION + order.index(i.id)), i) for i in mine
+            )
+        return min(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+class PostgresOutbox:
+    def __init__(self, uow: PostgresUnitOfWork) -> None:
+        self._uow = uow
+
+    def add_notification(self, notification: Notification) -> None:
+        # Serialised now, so a payload that is not JSON fails in the operation that made it.
+        payload = encode_json(notification.to_wire())
+        self._uow._notifications.append((notification.agent_id, notification.topic, payload))
+
+    def add_mail(self, mail: OutgoingMail) -> None:
+        self._uow._mail.append(mail)
+
+
+class PostgresUnitOfWork(StagedUnitOfWork[tuple[str, str, str]]):
+    """One transaction: staged here, written by ``commit`` in one PostgreSQL transaction."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        super().__init__()
+        self._store = store
+        self._interactions = PostgresInteractions(self)
+        self._outbox = PostgresOutbox(self)
+
+    @property
+    def interactions(self) -> PostgresInteractions:
+        return self._interactions
+
+    @property
+    def outbox(self) -> PostgresOutbox:
+        return self._outbox
+
+    def commit(self) -> None:
+        if self._expected or self._notifications or self._mail:
+            self._store._commit(self._expected, self._rows, self._notifications, self._mail)
+        self._reset()
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: PostgresStore, uow: PostgresUnitOfWork) -> tuple[Store, UnitOfWork]:
+        return store, uow
