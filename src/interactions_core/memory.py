@@ -18,7 +18,6 @@ from typing import Any
 
 from .errors import ConcurrencyConflict, TooLarge
 from .ids import SystemClock
-from .lifecycle import WAITING_STATES
 from .model import Interaction, build, evolve
 from .ports import (
     Agent,
@@ -30,7 +29,7 @@ from .ports import (
     PermanentMailError,
     TransientMailError,
 )
-from .staging import StagedUnitOfWork
+from .staging import StagedUnitOfWork, kept_in, listed_for, listing_key, waiting_in
 
 # --------------------------------------------------------------------------- store
 
@@ -199,27 +198,14 @@ class _Repository:
         return list(merged.values())
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
-        found = [
-            i
-            for i in self._visible_rows()
-            if i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id)
-        ]
-        found.sort(key=lambda i: (i.received_at, i.id))
-        return found
+        return sorted(filter(listed_for(agent_id), self._visible_rows()), key=listing_key)
 
     def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
-        found = [
-            i
-            for i in self._visible_rows()
-            if i.current_queue == queue and i.state in WAITING_STATES
-        ]
-        found.sort(key=lambda i: (i.received_at, i.id))
+        found = sorted(filter(waiting_in(queue), self._visible_rows()), key=listing_key)
         return found if limit is None else found[:limit]
 
     def in_workbin(self, workbin: str) -> list[Interaction]:
-        found = [i for i in self._visible_rows() if i.workbin == workbin]
-        found.sort(key=lambda i: (i.received_at, i.id))
-        return found
+        return sorted(filter(kept_in(workbin), self._visible_rows()), key=listing_key)
 
     def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
         for i in self._visible_rows():

@@ -7,16 +7,62 @@ each interaction was loaded at, which the store checks at commit (never a lost u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from .errors import ConcurrencyConflict
+from .lifecycle import WAITING_STATES
 from .model import Interaction, evolve
 from .ports import InteractionRepository, Outbox, OutgoingMail, UnitOfWork
 
 Loader = Callable[[str], Interaction | None]
+Matches = Callable[[Interaction], bool]
 _N = TypeVar("_N")
+
+
+# --- the repository's lists (ports.InteractionRepository), written once for every store ------
+#
+# A SQL store finds the committed rows with its own query; the unit of work's staged rows are
+# matched in Python by the same rule, then both are merged in the lists' one order.
+
+
+def listed_for(agent_id: str) -> Matches:
+    """``for_agent``: owned by the agent, or offered to it."""
+    return lambda i: i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id)
+
+
+def waiting_in(queue: str) -> Matches:
+    """``in_queue``: in the queue and in a waiting state (``lifecycle.WAITING_STATES``)."""
+    return lambda i: i.current_queue == queue and i.state in WAITING_STATES
+
+
+def kept_in(workbin: str) -> Matches:
+    """``in_workbin``: placed in that workbin."""
+    return lambda i: i.workbin == workbin
+
+
+def listing_key(i: Interaction) -> tuple[datetime, str]:
+    """The lists' order: oldest received first, then by id (a naive time is taken as UTC)."""
+    when = i.received_at
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC), i.id)
+
+
+def merge_staged(
+    found: list[Interaction],
+    staged: Mapping[str, Interaction],
+    matches: Matches,
+    limit: int | None = None,
+) -> list[Interaction]:
+    """``found`` (committed rows, in list order) with the unit of work's ``staged`` rows put
+    on top: a staged row replaces its committed one, and is listed only if it still matches."""
+    if not staged:
+        return found if limit is None else found[:limit]
+    merged = [i for i in found if i.id not in staged]
+    merged.extend(i for i in staged.values() if matches(i))
+    merged.sort(key=listing_key)
+    return merged if limit is None else merged[:limit]
 
 
 class Staged:

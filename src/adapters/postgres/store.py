@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 from types import TracebackType
@@ -46,13 +46,20 @@ from interactions_core.ids import SystemClock
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction
 from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail
-from interactions_core.staging import StagedUnitOfWork
+from interactions_core.staging import (
+    Matches,
+    StagedUnitOfWork,
+    kept_in,
+    listed_for,
+    merge_staged,
+    waiting_in,
+)
 
 from . import bulk
 from .connection import Connection, Database, connect, connection_settings
 from .migrations import apply_migrations, check_version, waiting_predicate
 from .outbox import INSERT_MAIL, INSERT_NOTIFICATION, OUTBOX_LOCK_KEY, PostgresOutboxReader
-from .rows import COLUMNS, decode, encode_json, row_values, text, to_micros, utc
+from .rows import COLUMNS, decode, encode_json, row_values, text, utc
 
 if TYPE_CHECKING:
     from interactions_core.ports import Store, UnitOfWork
@@ -333,25 +340,15 @@ class PostgresInteractions:
         self._uow._staged.expect(interaction)
 
     def _merged(
-        self,
-        found: list[Interaction],
-        matches: Callable[[Interaction], bool],
-        limit: int | None = None,
+        self, found: list[Interaction], matches: Matches, limit: int | None = None
     ) -> list[Interaction]:
-        """``found`` (from the database, in order) with the staged rows applied, re-sorted."""
-        staged = self._uow._rows
-        if not staged:
-            return found if limit is None else found[:limit]
-        merged = [i for i in found if i.id not in staged]
-        merged.extend(i for i in staged.values() if matches(i))
-        merged.sort(key=lambda i: (to_micros(i.received_at), i.id))
-        return merged if limit is None else merged[:limit]
+        return merge_staged(found, self._uow._rows, matches, limit)
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
         key = text(agent_id)
         return self._merged(
             self._store._query(_FOR_AGENT, (key, key)),
-            lambda i: i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id),
+            listed_for(agent_id),
         )
 
     def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
@@ -361,14 +358,12 @@ class PostgresInteractions:
         fetch = None if limit is None else limit + len(self._uow._rows)
         return self._merged(
             self._store._query(_IN_QUEUE, (text(queue), fetch)),
-            lambda i: i.current_queue == queue and i.state in WAITING_STATES,
+            waiting_in(queue),
             limit,
         )
 
     def in_workbin(self, workbin: str) -> list[Interaction]:
-        return self._merged(
-            self._store._query(_IN_WORKBIN, (text(workbin),)), lambda i: i.workbin == workbin
-        )
+        return self._merged(self._store._query(_IN_WORKBIN, (text(workbin),)), kept_in(workbin))
 
     def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
         """The first stored (commit order) interaction with this Message-ID."""

@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -56,7 +56,14 @@ from interactions_core.ports import (
     OutgoingMail,
     RawMessage,
 )
-from interactions_core.staging import StagedUnitOfWork
+from interactions_core.staging import (
+    Matches,
+    StagedUnitOfWork,
+    kept_in,
+    listed_for,
+    merge_staged,
+    waiting_in,
+)
 
 from .migrations import migrate, waiting_predicate
 
@@ -613,24 +620,14 @@ class SqliteInteractions:
         self._uow._staged.expect(interaction)
 
     def _merged(
-        self,
-        found: list[Interaction],
-        matches: Callable[[Interaction], bool],
-        limit: int | None = None,
+        self, found: list[Interaction], matches: Matches, limit: int | None = None
     ) -> list[Interaction]:
-        """``found`` (from the database, in order) with the staged rows applied, re-sorted."""
-        staged = self._uow._rows
-        if not staged:
-            return found if limit is None else found[:limit]
-        merged = [i for i in found if i.id not in staged]
-        merged.extend(i for i in staged.values() if matches(i))
-        merged.sort(key=lambda i: (to_micros(i.received_at), i.id))
-        return merged if limit is None else merged[:limit]
+        return merge_staged(found, self._uow._rows, matches, limit)
 
     def for_agent(self, agent_id: str) -> list[Interaction]:
         return self._merged(
             self._store._query(_FOR_AGENT, (agent_id, agent_id)),
-            lambda i: i.owner == agent_id or (i.offer is not None and i.offer.agent_id == agent_id),
+            listed_for(agent_id),
         )
 
     def in_queue(self, queue: str, limit: int | None = None) -> list[Interaction]:
@@ -638,14 +635,12 @@ class SqliteInteractions:
         fetch = -1 if limit is None else max(limit, 0) + len(self._uow._rows)
         return self._merged(
             self._store._query(_IN_QUEUE, (queue, fetch)),
-            lambda i: i.current_queue == queue and i.state in WAITING_STATES,
+            waiting_in(queue),
             limit,
         )
 
     def in_workbin(self, workbin: str) -> list[Interaction]:
-        return self._merged(
-            self._store._query(_IN_WORKBIN, (workbin,)), lambda i: i.workbin == workbin
-        )
+        return self._merged(self._store._query(_IN_WORKBIN, (workbin,)), kept_in(workbin))
 
     def by_message_id(self, message_id: str, mailbox: str | None = None) -> Interaction | None:
         """The first stored (insertion order) interaction with this Message-ID."""
