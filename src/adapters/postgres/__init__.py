@@ -10,6 +10,7 @@ installation), ``rows`` (the row encoding).
 
 from .attachments import AttachmentTooLarge, PostgresAttachmentStore
 from .connection import DatabaseUnreachable
+from .leader import LeaderLock
 from .migrations import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -26,6 +27,7 @@ __all__ = [
     "MIGRATIONS",
     "AttachmentTooLarge",
     "DatabaseUnreachable",
+    "LeaderLock",
     "Migration",
     "PostgresAttachmentStore",
     "PostgresStore",
