@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -49,6 +50,27 @@ def find_bin_dir() -> Path:
     )
 
 
+# Run by a detached Python: when the test run (argv[1]) is gone, stop the server's process group
+# (argv[2]) at once and remove its directory (argv[3]). Polls once a second.
+_WATCHDOG = """
+import os, shutil, signal, sys, time
+parent, server, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+for sig in (signal.SIGQUIT, signal.SIGKILL):
+    try:
+        os.killpg(server, sig)
+    except ProcessLookupError:
+        break
+    time.sleep(2)
+shutil.rmtree(root, ignore_errors=True)
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,8 +79,9 @@ def _free_port() -> int:
 
 
 class PostgresCluster:
-    """One ``postgres`` server process on its own data directory; ``stop()`` (also at exit and
-    on SIGTERM of the test run) kills it and removes the directory."""
+    """One ``postgres`` server process on its own data directory; ``stop()`` (also called at
+    exit) kills it and removes the directory. A watchdog process does the same if the test
+    run itself dies without running ``stop()`` (SIGKILL, SIGTERM, a crash)."""
 
     def __init__(self, bin_dir: Path | None = None) -> None:
         self.bin_dir = bin_dir or find_bin_dir()
@@ -69,6 +92,7 @@ class PostgresCluster:
         self.user = "postgres"
         self._as_other = os.geteuid() == 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self.log = self.root / "postgres.log"
 
     # --- running things as the server's user ---------------------------------------------
@@ -129,6 +153,20 @@ class PostgresCluster:
         )
         log.close()
         atexit.register(self.stop)
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WATCHDOG,
+                str(os.getpid()),
+                str(self._process.pid),
+                str(self.root),
+            ],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not self._accepts():
             if self._process.poll() is not None:
@@ -156,6 +194,10 @@ class PostgresCluster:
         return result.returncode == 0
 
     def stop(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.poll() is None:
+            watchdog.kill()
+            watchdog.wait(timeout=20)
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             # SIGQUIT: immediate shutdown (the data is thrown away anyway).
