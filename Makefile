@@ -19,10 +19,10 @@ $(VENV)/.installed: pyproject.toml
 # for the SMTP TLS tests' certificates, and PostgreSQL's server (the tests start a throwaway
 # cluster of their own, tests/pgcluster.py); installed with apt-get when missing.
 node-deps:
-	@command -v node >/dev/null && command -v npm >/dev/null && command -v openssl >/dev/null && \
-		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			nodejs npm openssl postgresql >/dev/null)
+	@command -v node >/dev/null && command -v npm >/dev/null && command -v openssl >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq nodejs npm openssl >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 	@test -d tests/cometd/js/node_modules/cometd-nodejs-client || \
 		(cd tests/cometd/js && npm ci --no-audit --no-fund --loglevel=error)
 

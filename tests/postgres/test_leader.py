@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -147,6 +148,14 @@ def the_leader(nodes: list[Node], admin: Admin) -> Node:
     assert len(leaders) == 1, [n.lock.status() for n in nodes]
     assert [name for _, name in holders(admin)] == [leaders[0].backend_name]
     return leaders[0]
+
+
+def shown_setting(conn: psycopg.Connection[Any], name: str) -> Any:
+    """``SHOW name`` in effect on ``conn`` (``name`` is one of the test's literals)."""
+    row = conn.execute(f"SHOW {name}").fetchone()
+    if row is None:
+        raise AssertionError(f"SHOW {name} returned no row")
+    return row[0]
 
 
 @pytest.mark.parametrize("count", [2, 3])
@@ -290,7 +299,7 @@ def test_the_connection_settings_are_accepted_by_postgresql(postgres_dsn: str) -
     assert settings["keepalives_idle"] + settings["keepalives_interval"] * 2 == 3
     with psycopg.connect(postgres_dsn, **settings) as conn:
         shown = {
-            name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            name: shown_setting(conn, name)
             for name in (
                 "statement_timeout",
                 "tcp_keepalives_idle",
@@ -430,7 +439,7 @@ def test_sigkilled_leader_processes_fail_over_one_at_a_time(
             # Every living node connected (its follower is trying): the failover is the
             # election's, not a child's start-up.
             for child in cluster.living():
-                wait_for(lambda c=child: backends(admin, c.backend_name), GUARD)  # type: ignore[misc]
+                wait_for(functools.partial(backends, admin, child.backend_name), GUARD)
             # A node tries the lock as soon as it has connected, then once a second: killing
             # right now would always fall just after a newcomer's try. A random moment
             # measures the failover, not that phase.
@@ -453,7 +462,7 @@ def test_sigkilled_leader_processes_fail_over_one_at_a_time(
             kill_leader()
             cluster.spawn()
         for child in cluster.living():
-            wait_for(lambda c=child: backends(admin, c.backend_name), GUARD)  # type: ignore[misc]
+            wait_for(functools.partial(backends, admin, child.backend_name), GUARD)
         # End without a further election: the followers first, then the leader.
         for child in sorted(cluster.living(), key=lambda c: c.node == leaders[-1]):
             child.process.kill()

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from adapters.smtp import MailDispatcher, RelayConfig, SmtpTransport
-from interactions_core.ports import TransientMailError
+from interactions_core.ports import MailEntry, TransientMailError
 from interactions_core.testing import Harness
 
 from .conftest import Sink, eventually, queued_reply
@@ -96,11 +96,11 @@ async def test_a_database_outage_is_one_warning_and_the_mail_still_goes(
     real = harness.store.pending_mail
     failures = {"left": 5}
 
-    def flaky(*args: object, **kwargs: object) -> object:
+    def flaky(due_before: datetime, limit: int = 100) -> list[MailEntry]:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise Unavailable("PostgreSQL at db:5432/x is unavailable: connection refused")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(due_before, limit)
 
     queued_reply(harness, attach=False)
     monkeypatch.setattr(harness.store, "pending_mail", flaky)
