@@ -103,9 +103,9 @@ def test_migrate_sqlite_prints_the_versions(tmp_path: Path) -> None:
     first = interactions("migrate", env=env)
     assert first.returncode == 0, first.stderr
     path = tmp_path / "data" / "interactions.sqlite3"
-    assert first.stdout == f"database {path}: schema version 0 -> 3 (applied 1, 2, 3)\n"
+    assert first.stdout == f"database {path}: schema version 0 -> 4 (applied 1, 2, 3, 4)\n"
     again = interactions("migrate", env=env)
-    assert again.stdout == f"database {path}: schema version 3, up to date\n"
+    assert again.stdout == f"database {path}: schema version 4, up to date\n"
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
     bad = interactions("migrate", env={"INTERACTIONS_DATABASE": str(junk)})

@@ -55,8 +55,8 @@ def test_an_empty_database_is_migrated_to_the_latest_version_once(
     postgres_dsn: str, admin: Admin
 ) -> None:
     assert schema_version(postgres_dsn) == 0
-    assert migrate(postgres_dsn) == [m.version for m in MIGRATIONS] == [1, 2]
-    assert schema_version(postgres_dsn) == LATEST_VERSION == 2
+    assert migrate(postgres_dsn) == [m.version for m in MIGRATIONS] == [1, 2, 3]
+    assert schema_version(postgres_dsn) == LATEST_VERSION == 3
     assert tables(admin) == {
         "schema_version",
         "interactions",
@@ -64,10 +64,13 @@ def test_an_empty_database_is_migrated_to_the_latest_version_once(
         "notification_purges",
         "attachments",
         "attachment_chunks",
+        "http_sessions",
+        "login_addresses",
+        "login_pairs",
     }
     assert migrate(postgres_dsn) == []  # idempotent
     PostgresStore(postgres_dsn).close()  # the store's own migration: nothing either
-    assert versions(admin) == [1, 2]
+    assert versions(admin) == [1, 2, 3]
 
 
 def test_a_database_at_the_previous_version_is_upgraded_with_its_data(
@@ -114,7 +117,7 @@ def test_a_database_at_the_previous_version_is_upgraded_with_its_data(
     with pytest.raises(SchemaTooOld, match="version 1 is older"):
         PostgresStore(postgres_dsn, migrate=False)
 
-    assert migrate(postgres_dsn) == [2]
+    assert migrate(postgres_dsn) == [2, 3]
     clock = ManualClock()
     with PostgresStore(postgres_dsn, clock=clock, migrate=False) as store:
         with store.unit_of_work() as uow:
@@ -167,8 +170,8 @@ def test_two_processes_migrating_at_once_apply_each_version_once(
     results = [child.communicate(timeout=60) for child in children]
     assert [c.returncode for c in children] == [0, 0], [err for _, err in results]
     applied = sorted(json.loads(out) for out, _ in results)
-    assert applied == [[], [1, 2]]
-    assert versions(admin) == [1, 2]
+    assert applied == [[], [1, 2, 3]]
+    assert versions(admin) == [1, 2, 3]
 
 
 def test_a_newer_schema_is_refused(postgres_dsn: str, admin: Admin) -> None:
@@ -188,19 +191,20 @@ def test_a_failing_migration_leaves_the_previous_version(
     postgres_dsn: str, admin: Admin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     migrate(postgres_dsn)
+    following = LATEST_VERSION + 1
     broken = Migration(
-        3, "broken", ("CREATE TABLE half_done (x integer)", "SELECT no_such_function()")
+        following, "broken", ("CREATE TABLE half_done (x integer)", "SELECT no_such_function()")
     )
     monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, broken))
-    monkeypatch.setattr(migrations, "LATEST_VERSION", 3)
+    monkeypatch.setattr(migrations, "LATEST_VERSION", following)
     with pytest.raises(psycopg.errors.UndefinedFunction):
         migrations.migrate(postgres_dsn)
-    assert schema_version(postgres_dsn) == 2
+    assert schema_version(postgres_dsn) == LATEST_VERSION
     assert "half_done" not in tables(admin)
     # And the lock was released: the next migration runs.
-    fixed = Migration(3, "fixed", ("CREATE TABLE half_done (x integer)",))
+    fixed = Migration(following, "fixed", ("CREATE TABLE half_done (x integer)",))
     monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, fixed))
-    assert migrations.migrate(postgres_dsn) == [3]
+    assert migrations.migrate(postgres_dsn) == [following]
 
 
 def test_the_routing_index_follows_the_cores_waiting_states(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sqlite import SqliteStore, migrate
-from adapters.sqlite.migrations import current_version
+from adapters.sqlite.migrations import LATEST_VERSION, current_version
 from adapters.sqlite.store import _NOTIFICATIONS_SINCE, _PENDING_NOTIFICATIONS, _PURGEABLE
 from interactions_core.testing import ManualClock
 from interactions_core.testing.contracts.store import T0, note
@@ -83,7 +83,7 @@ def test_a_version_2_database_upgrades_with_its_pending_notifications(db: Path) 
     conn.close()
     clock = ManualClock()
     with SqliteStore(db, clock=clock) as store:
-        assert current_version(store.connection()) == 3
+        assert current_version(store.connection()) == LATEST_VERSION
         [pending] = store.pending_notifications()
         assert pending.to_wire() == {"state": "Invited"}
         backlog = store.notifications_since("alice", 0)

@@ -398,7 +398,11 @@ def create_app(
     @app.post(API + "/me/logout", responses=ok_doc, response_model=None)
     async def logout(request: Request) -> Response:
         result: AuthResult = request.state.auth
-        api.auth.end_session(result.session_id)
+        try:
+            # Awaited: the session is gone everywhere before the answer says so.
+            await api.auth.end_session(result.session_id)
+        except InteractionsError as exc:  # its storage is down: 503, the cookie is kept
+            return from_domain(exc)
         response = JSONResponse({"status": "ok"})
         response.delete_cookie(SESSION_COOKIE, path="/api")
         return response

@@ -14,6 +14,11 @@
 * CSRF (optional, GWS ``enableCsrfProtection``): every GET answers ``X-CSRF-HEADER:
   X-CSRF-TOKEN`` and ``X-CSRF-TOKEN: <token>``; a state-changing request must send that header
   with the session's token, else 403 "Missing or invalid Csrf token".
+* Sessions and the limiter's counts live in a storage (``sessions.py``): this process's memory
+  by default; the server keeps them in its database, so that every process behind a load
+  balancer shares them (a cookie made by one is valid on all, a logout ends it on all, failures
+  on one count on all). The verification slots and the credential cache stay per process: they
+  ration and save this process's CPU.
 """
 
 from __future__ import annotations
@@ -23,15 +28,32 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
+import re
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio
+
+from interactions_core.errors import Unavailable
+
+from .sessions import (
+    LoginLimits,
+    LoginState,
+    MemoryLoginLimits,
+    MemorySessions,
+    SessionLimits,
+    SessionStore,
+    session_key,
+)
+
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "JSESSIONID"
 CSRF_HEADER = "X-CSRF-TOKEN"
@@ -48,13 +70,6 @@ class AuthError(Exception):
         self.status = status
         self.description = description
         self.headers = dict(headers or {})
-
-
-@dataclass
-class Session:
-    agent_id: str
-    csrf_token: str
-    expires: float
 
 
 @dataclass
@@ -146,20 +161,6 @@ def _too_many(retry_after: float) -> AuthError:
     return AuthError(429, "Too many failed logins; try again later", {"Retry-After": str(seconds)})
 
 
-@dataclass
-class _Pair:
-    failures: int = 0
-    blocked_until: float = 0.0
-    expires: float = 0.0
-    pending: int = 0
-
-
-@dataclass
-class _Address:
-    times: deque[float] = field(default_factory=deque)
-    pending: int = 0
-
-
 class LoginLimiter:
     """Failed logins, per (client address, name) and per client address.
 
@@ -172,6 +173,14 @@ class LoginLimiter:
 
     Verifications in flight count as failures until they end, so concurrent requests cannot
     overshoot a limit. ``begin`` raises the 429; each ``begin`` is matched by one ``finish``.
+    An in-flight verification is a lease of ``in_flight_lease`` seconds: one whose process
+    died before ``finish`` stops counting when its lease ends.
+
+    The rules are here; the state is in ``storage`` (``sessions.LoginLimits``: in memory by
+    default, or in the database, shared by every process on it). Each ``begin`` and
+    ``finish`` is one atomic ``storage.update``, so two processes cannot both slip under a
+    limit. ``now`` is wall-clock time (every process must read the same clock). ``begin`` and
+    ``finish`` block when the storage does (``storage.blocking``).
     """
 
     def __init__(
@@ -182,86 +191,68 @@ class LoginLimiter:
         backoff: float = 5.0,
         backoff_max: float = 300.0,
         address_max_failures: int | None = None,
+        in_flight_lease: float = 60.0,
+        storage: LoginLimits | None = None,
     ) -> None:
+        if max_failures < 1:
+            raise ValueError(f"max_failures must be >= 1, not {max_failures!r}")
+        if not (window > 0 and backoff > 0 and in_flight_lease > 0):
+            raise ValueError("window, backoff and in_flight_lease must be > 0 seconds")
+        if address_max_failures is not None and address_max_failures < 1:
+            raise ValueError(f"address_max_failures must be >= 1, not {address_max_failures!r}")
         self.max_failures = max_failures
         self.window = window
         self.backoff = backoff
         self.backoff_max = max(backoff_max, backoff)
         self.address_max_failures = address_max_failures or 6 * max_failures
-        self._lock = threading.Lock()
-        self._pairs: dict[tuple[str, str], _Pair] = {}
-        self._addresses: dict[str, _Address] = {}
+        self.in_flight_lease = in_flight_lease
+        self.storage: LoginLimits = storage if storage is not None else MemoryLoginLimits()
 
     def begin(self, address: str, name: str, now: float) -> None:
         """Admit one verification for ``name`` from ``address``, or raise ``AuthError`` 429."""
-        key = limit_key(address)
-        with self._lock:
-            pair = self._pairs.get((key, name))
-            if pair is not None and pair.pending == 0 and now >= pair.expires:
-                pair = self._pairs[(key, name)] = _Pair()
-            if pair is not None:
-                if now < pair.blocked_until:
-                    raise _too_many(pair.blocked_until - now)
-                if pair.pending and pair.failures + pair.pending >= self.max_failures:
-                    raise _too_many(1)
-            entry = self._addresses.get(key)
-            if entry is not None:
-                times = entry.times
-                while times and times[0] <= now - self.window:
-                    times.popleft()
-                over = len(times) + entry.pending - self.address_max_failures
-                if over >= 0:
-                    # The oldest failures have to leave the window first.
-                    raise _too_many(times[over] + self.window - now if over < len(times) else 1)
-            if pair is None:
-                pair = self._pairs[(key, name)] = _Pair()
-            if entry is None:
-                entry = self._addresses[key] = _Address()
-            pair.pending += 1
-            entry.pending += 1
+        self.storage.update(limit_key(address), name, now, lambda s: self._begin(s, now))
 
     def finish(self, address: str, name: str, now: float, ok: bool | None) -> None:
         """End what ``begin`` admitted: ``True`` succeeded, ``False`` failed, ``None`` was not
         tried (no slot free)."""
-        key = limit_key(address)
-        with self._lock:
-            pair = self._pairs.get((key, name))
-            entry = self._addresses.get(key)
-            if pair is not None:
-                pair.pending = max(0, pair.pending - 1)
-            if entry is not None:
-                entry.pending = max(0, entry.pending - 1)
-            if ok is True and pair is not None:
-                pair.failures, pair.blocked_until = 0, 0.0
-            elif ok is False:
-                if pair is None:
-                    pair = self._pairs[(key, name)] = _Pair()
-                if entry is None:
-                    entry = self._addresses[key] = _Address()
-                pair.failures += 1
-                excess = pair.failures - self.max_failures
-                if excess >= 0:
-                    delay = min(self.backoff * 2.0 ** min(excess, 64), self.backoff_max)
-                    pair.blocked_until = now + delay
-                pair.expires = max(now, pair.blocked_until) + self.window
-                entry.times.append(now)
-                while len(entry.times) > self.address_max_failures:
-                    entry.times.popleft()
-            if pair is not None and pair.failures == 0 and pair.pending == 0:
-                self._pairs.pop((key, name), None)
-            if entry is not None and not entry.times and entry.pending == 0:
-                self._addresses.pop(key, None)
-            if len(self._pairs) + len(self._addresses) > 200_000:
-                self._sweep(now)
+        self.storage.update(limit_key(address), name, now, lambda s: self._finish(s, now, ok))
 
-    def _sweep(self, now: float) -> None:
-        self._pairs = {k: p for k, p in self._pairs.items() if p.pending or now < p.expires}
+    def _begin(self, state: LoginState, now: float) -> None:
+        state.drop_expired_leases(now)
+        pair, entry = state.pair, state.address
+        if not pair.in_flight and now >= pair.expires:
+            pair.failures, pair.blocked_until, pair.expires = 0, 0.0, 0.0
+        if now < pair.blocked_until:
+            raise _too_many(pair.blocked_until - now)
+        if pair.in_flight and pair.failures + len(pair.in_flight) >= self.max_failures:
+            raise _too_many(1)
+        times = entry.failures
         horizon = now - self.window
-        self._addresses = {
-            k: a
-            for k, a in self._addresses.items()
-            if a.pending or (a.times and a.times[-1] > horizon)
-        }
+        while times and times[0] <= horizon:
+            times.pop(0)
+        over = len(times) + len(entry.in_flight) - self.address_max_failures
+        if over >= 0:
+            # The oldest failures have to leave the window first.
+            raise _too_many(times[over] + self.window - now if over < len(times) else 1)
+        lease = now + self.in_flight_lease
+        pair.in_flight.append(lease)
+        entry.in_flight.append(lease)
+
+    def _finish(self, state: LoginState, now: float, ok: bool | None) -> None:
+        pair, entry = state.pair, state.address
+        state.end_one_lease(pair.in_flight)
+        state.end_one_lease(entry.in_flight)
+        if ok is True:
+            pair.failures, pair.blocked_until = 0, 0.0
+        elif ok is False:
+            pair.failures += 1
+            excess = pair.failures - self.max_failures
+            if excess >= 0:
+                delay = min(self.backoff * 2.0 ** min(excess, 64), self.backoff_max)
+                pair.blocked_until = now + delay
+            pair.expires = max(now, pair.blocked_until) + self.window
+            state.add_failure(entry.failures, now, self.address_max_failures)
+            entry.expires = max(entry.expires, now + self.window)
 
 
 class VerificationSlots:
@@ -313,7 +304,27 @@ class _Ticket:
 BUSY = "Too many logins in progress; try again shortly"
 
 
+SWEEP_INTERVAL = 2.0
+"""Seconds between two sweeps of expired sessions and stale limiter entries (per process)."""
+SWEEP_LIMIT = 1000
+"""At most this many rows per table per sweep: a sweep's cost is bounded whatever piled up."""
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+
+
 class HttpAuth:
+    """Authentication of the HTTP API and the CometD handshake (see the module docstring).
+
+    Sessions and the login limits are kept by ``sessions`` (``sessions.SessionStore``) and
+    ``login_limits`` (``sessions.LoginLimits``): in this process's memory unless given, or in
+    the database, so that every server process on it shares them. Calls to a storage that
+    blocks run on a worker thread. A storage that is unavailable (the database is down) makes
+    the request a 503 with ``Retry-After``, never a 500 and never a wrong 401.
+
+    ``clock``: wall-clock seconds (``time.time``; injectable for tests). It must be the same
+    clock in every process sharing a storage: a monotonic clock is per process.
+    """
+
     def __init__(
         self,
         verify: Callable[[str, str], bool],
@@ -329,9 +340,17 @@ class HttpAuth:
         session_ttl: float = 8 * 3600,
         max_sessions: int = 100_000,
         max_sessions_per_agent: int = 32,
+        session_touch_interval: float | None = None,
         credential_cache_ttl: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        sessions: SessionStore | None = None,
+        login_limits: LoginLimits | None = None,
     ) -> None:
+        """``session_touch_interval``: how stale a session's recorded last use may get before
+        a request records it again (default: a minute, at most 1 % of the TTL); an in-memory
+        storage records every use anyway."""
+        if max_concurrent_verifications < 1:
+            raise ValueError("max_concurrent_verifications must be >= 1")
         self._verify = verify
         self.csrf = csrf
         self.limiter = LoginLimiter(
@@ -340,23 +359,25 @@ class HttpAuth:
             backoff=backoff,
             backoff_max=backoff_max,
             address_max_failures=address_max_failures,
+            storage=login_limits,
         )
         self.slots = VerificationSlots(max_concurrent_verifications)
         self.trusted_proxies = parse_trusted_proxies(trusted_proxies)
-        self._session_ttl = session_ttl
+        if session_touch_interval is None:
+            session_touch_interval = min(60.0, session_ttl / 100)
+        self.session_limits = SessionLimits(
+            ttl=session_ttl,
+            max_sessions=max(1, max_sessions),
+            max_per_agent=max(1, max_sessions_per_agent),
+            touch_interval=session_touch_interval,
+        )
+        self.sessions: SessionStore = sessions if sessions is not None else MemorySessions()
         self._cache_ttl = credential_cache_ttl
         self._clock = clock
         self._lock = threading.Lock()
-        # Sessions in the order of their last use (the LRU end last). The TTL is the same for
-        # all, so the least recently used is also the first to expire: expired ones are swept
-        # from the front, and a full table (or a full agent) loses its least recently used
-        # session. A client that sends Basic on every request and ignores the cookie thus
-        # costs at most ``max_sessions_per_agent`` entries, not one per request for 8 hours.
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
-        self._per_agent: dict[str, OrderedDict[str, None]] = {}
-        self._max_sessions = max(1, max_sessions)
-        self._max_per_agent = max(1, max_sessions_per_agent)
+        # Verified credentials (by their SHA-256): per process, as the CPU they save is.
         self._verified: dict[bytes, tuple[str, float]] = {}
+        self._next_sweep = -math.inf
 
     def client_address(self, peer: str | None, headers: Mapping[str, str]) -> str | None:
         return client_address(peer, headers, self.trusted_proxies)
@@ -375,53 +396,62 @@ class HttpAuth:
         ``open_session=False`` (the CometD handshake, which has no cookie to set): Basic
         credentials are checked but no session is opened; the result's ``session_id`` is "".
         """
+        try:
+            return await self._authenticate(headers, cookies, client, open_session)
+        except Unavailable as exc:
+            raise _unavailable(exc) from exc
+
+    async def _authenticate(
+        self,
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str],
+        client: str | None,
+        open_session: bool,
+    ) -> AuthResult:
         now = self._clock()
         credentials = parse_basic(headers.get("authorization"))
         session_id = cookies.get(SESSION_COOKIE)
-        if session_id:
-            with self._lock:
-                session = self._sessions.get(session_id)
-                # Credentials for another agent than the session's win: a shared cookie jar
-                # must never act as the wrong agent.
-                if (
-                    session is not None
-                    and session.expires > now
-                    and (credentials is None or credentials[0] == session.agent_id)
-                ):
-                    session.expires = now + self._session_ttl
-                    self._sessions.move_to_end(session_id)
-                    self._per_agent[session.agent_id].move_to_end(session_id)
-                    return AuthResult(session.agent_id, session_id, False, session.csrf_token)
+        # A value that cannot be one of ours is not looked up (no database round trip).
+        if session_id and _SESSION_ID.fullmatch(session_id):
+            session = await self._sessions(
+                self.sessions.get, session_key(session_id), now, self.session_limits
+            )
+            # Credentials for another agent than the session's win: a shared cookie jar
+            # must never act as the wrong agent.
+            if session is not None and (credentials is None or credentials[0] == session.agent_id):
+                return AuthResult(session.agent_id, session_id, False, session.csrf_token)
         if credentials is None:
             raise AuthError(401, "Authentication required", {"WWW-Authenticate": _CHALLENGE})
         agent_id, password = credentials
         address = self.client_address(client, headers) or ""
-        self.limiter.begin(address, agent_id, now)
+        await self._limits(self.limiter.begin, address, agent_id, now)
         if not await self._verified_credentials(address, agent_id, password, now):
             raise AuthError(401, "Invalid credentials", {"WWW-Authenticate": _CHALLENGE})
         if not open_session:
             return AuthResult(agent_id, "", False, "")
-        return self.open_session(agent_id)
+        return await self.open_session(agent_id)
 
-    def open_session(self, agent_id: str) -> AuthResult:
+    async def open_session(self, agent_id: str) -> AuthResult:
+        """A new session for ``agent_id`` (already authenticated); ``Unavailable`` when its
+        storage is."""
         session_id = secrets.token_urlsafe(32)
         csrf_token = secrets.token_urlsafe(24)
-        with self._lock:
+
+        def store() -> None:
             now = self._clock()
-            self._sweep(now)
-            mine = self._per_agent.setdefault(agent_id, OrderedDict())
-            while len(mine) >= self._max_per_agent:
-                self._drop(next(iter(mine)))
-            while len(self._sessions) >= self._max_sessions:
-                self._drop(next(iter(self._sessions)))
-            self._sessions[session_id] = Session(agent_id, csrf_token, now + self._session_ttl)
-            self._per_agent.setdefault(agent_id, OrderedDict())[session_id] = None
+            self.sessions.open(
+                session_key(session_id), agent_id, csrf_token, now, self.session_limits
+            )
+            self._sweep_if_due(now)
+
+        await self._sessions(store)
         return AuthResult(agent_id, session_id, True, csrf_token)
 
     @property
     def session_count(self) -> int:
-        """Sessions held (expired ones not yet swept included): for tests and metrics."""
-        return len(self._sessions)
+        """Sessions held (expired ones not yet swept included): for tests and metrics. Asks
+        the storage, so it blocks when the storage does."""
+        return self.sessions.count()
 
     def check_csrf(self, method: str, headers: Mapping[str, str], result: AuthResult) -> None:
         if not self.csrf or method.upper() in SAFE_METHODS:
@@ -431,20 +461,40 @@ class HttpAuth:
         if result.new_session or not hmac.compare_digest(given, result.csrf_token):
             raise AuthError(403, "Missing or invalid Csrf token")
 
-    def end_session(self, session_id: str) -> None:
-        with self._lock:
-            self._drop(session_id)
+    async def end_session(self, session_id: str) -> None:
+        """Logout: the session is gone from the storage when this returns, so the very next
+        request with its cookie is refused by every process. ``Unavailable`` when the storage
+        is (the caller answers 503: the session may still be open)."""
+        if session_id:
+            await self._sessions(self.sessions.end, session_key(session_id))
 
-    def _drop(self, session_id: str) -> None:
-        """Under the lock: forget one session, and its agent when it was the last."""
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            return
-        mine = self._per_agent.get(session.agent_id)
-        if mine is not None:
-            mine.pop(session_id, None)
-            if not mine:
-                del self._per_agent[session.agent_id]
+    async def _sessions(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, on a worker thread when the session storage blocks."""
+        if not self.sessions.blocking:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def _limits(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, on a worker thread when the limiter's storage blocks."""
+        if not self.limiter.storage.blocking:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def _sweep_if_due(self, now: float) -> None:
+        """At most every ``SWEEP_INTERVAL`` seconds (per process), at most ``SWEEP_LIMIT``
+        rows per table: expired sessions and stale limiter entries. Called where a storage
+        call already runs (opening a session, ending a verification), on its thread."""
+        with self._lock:
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + SWEEP_INTERVAL
+        try:
+            self.sessions.sweep(now, self.session_limits, SWEEP_LIMIT)
+            self.limiter.storage.sweep(now, SWEEP_LIMIT)
+        except Unavailable as exc:
+            # Housekeeping: the request it rides on must not fail for it (the next one
+            # sweeps again).
+            _log.warning("sweeping sessions and login limits failed: %s", exc.description)
 
     async def _verified_credentials(
         self, address: str, agent_id: str, password: str, now: float
@@ -454,10 +504,10 @@ class HttpAuth:
         with self._lock:
             cached = self._verified.get(key)
         if cached is not None and cached[1] > now and cached[0] == agent_id:
-            self.limiter.finish(address, agent_id, now, True)
+            await self._limits(self.limiter.finish, address, agent_id, now, True)
             return True
         if not self.slots.try_acquire():
-            self.limiter.finish(address, agent_id, now, None)
+            await self._limits(self.limiter.finish, address, agent_id, now, None)
             raise AuthError(503, BUSY, {"Retry-After": "1"})
         ticket = _Ticket()
 
@@ -472,14 +522,20 @@ class HttpAuth:
                 return ok
             finally:
                 self.slots.release()
-                self.limiter.finish(address, agent_id, self._clock(), ok)
+                finished = self._clock()
+                self.limiter.finish(address, agent_id, finished, ok)
+                # Failures are what fill the limiter's tables: sweep where they grow.
+                self._sweep_if_due(finished)
 
         try:
             ok = await anyio.to_thread.run_sync(run)
         finally:
             if ticket.abandon():
+                # Cancelled before the thread began: nothing was tried. Shielded, so the
+                # storage call (on a thread, if it blocks) completes despite the cancellation.
                 self.slots.release()
-                self.limiter.finish(address, agent_id, self._clock(), None)
+                with anyio.CancelScope(shield=True):
+                    await self._limits(self.limiter.finish, address, agent_id, self._clock(), None)
         if ok:
             with self._lock:
                 self._verified[key] = (agent_id, now + self._cache_ttl)
@@ -487,13 +543,11 @@ class HttpAuth:
                     self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
         return ok
 
-    def _sweep(self, now: float) -> None:
-        """Under the lock: drop the expired sessions, all at the front (see ``__init__``)."""
-        while self._sessions:
-            first = next(iter(self._sessions.values()))
-            if first.expires > now:
-                return
-            self._drop(next(iter(self._sessions)))
+
+def _unavailable(exc: Unavailable) -> AuthError:
+    """The storage of sessions or limits is down: 503, and the client may simply retry (its
+    session, if any, is not lost; a 401 would make it log in again for nothing)."""
+    return AuthError(503, exc.description, {"Retry-After": "1"})
 
 
 _CHALLENGE = 'Basic realm="interactions", charset="UTF-8"'

@@ -191,6 +191,45 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " WHERE kind = 'mail' AND claimed_by IS NOT NULL",
         ),
     ),
+    Migration(
+        3,
+        "HTTP sessions and the failed-login limits, shared by every server process",
+        (
+            # Times are seconds since the epoch (double precision), as HttpAuth's clock gives
+            # them: compared as they are, no conversion per request (adapters.postgres.sessions).
+            # A session by the SHA-256 of its cookie: a dump holds no usable cookie. Its expiry
+            # is used_s + the TTL; the bounds drop the lowest used_s first.
+            "CREATE TABLE http_sessions ("
+            " id_hash bytea PRIMARY KEY CHECK (length(id_hash) = 32),"
+            ' agent_id text COLLATE "C" NOT NULL,'
+            " csrf_token text NOT NULL,"
+            " opened_s double precision NOT NULL,"
+            " used_s double precision NOT NULL)",
+            "CREATE INDEX ix_http_sessions_used ON http_sessions (used_s)",
+            "CREATE INDEX ix_http_sessions_agent ON http_sessions (agent_id, used_s)",
+            # Per client address: its last failures' times and its verifications in flight (the
+            # ends of their leases); its row is the lock every limiter update of it takes.
+            "CREATE TABLE login_addresses ("
+            ' address text COLLATE "C" PRIMARY KEY,'
+            " failures double precision[] NOT NULL,"
+            " expires_s double precision NOT NULL,"
+            " in_flight double precision[] NOT NULL,"
+            " stale_s double precision NOT NULL)",
+            "CREATE INDEX ix_login_addresses_stale ON login_addresses (stale_s)",
+            # Per (address, SHA-256 of the name as sent): a name is whatever a client typed,
+            # up to 3 KB, too long for an index entry as it is.
+            "CREATE TABLE login_pairs ("
+            ' address text COLLATE "C" NOT NULL,'
+            " name_hash bytea NOT NULL,"
+            " failures integer NOT NULL,"
+            " blocked_until_s double precision NOT NULL,"
+            " expires_s double precision NOT NULL,"
+            " in_flight double precision[] NOT NULL,"
+            " stale_s double precision NOT NULL,"
+            " PRIMARY KEY (address, name_hash))",
+            "CREATE INDEX ix_login_pairs_stale ON login_pairs (stale_s)",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

@@ -51,6 +51,7 @@ from interactions_core.service import InteractionService, ServiceConfig
 from ..cometd import AuthRequest, BayeuxServer, CometdApp, CometdSettings
 from ..http.app import Api, create_app
 from ..http.auth import AuthError, HttpAuth
+from ..http.sessions import LoginLimits, SessionStore
 from ..runtime import CoreRunner, NotificationDispatcher, NotificationPurger, RouterTimer
 from ..smtp import (
     AsyncMailTransport,
@@ -173,6 +174,32 @@ def _directory(
     return FileAgentDirectory(None, records), passwords
 
 
+def _session_storage(
+    settings: Settings, store: Store
+) -> tuple[SessionStore | None, LoginLimits | None]:
+    """HttpAuth's ``sessions`` and ``login_limits``: in the store's database, so that every
+    process on it shares them (docs/http.md, where sessions live), or (None, None) for this
+    process's memory. ``http_sessions="auto"``: the database with PostgreSQL, memory with
+    SQLite (one process per file, and a lookup through the database costs a thread hop); a
+    store of another kind (given by a test) leaves them in memory."""
+    from ..sqlite import SqliteStore
+
+    mode = settings.http_sessions
+    if mode == "memory" or (mode == "auto" and settings.database_url is None):
+        return None, None
+    if isinstance(store, SqliteStore):
+        from ..sqlite.sessions import SqliteLoginLimits, SqliteSessions
+
+        return SqliteSessions(store), SqliteLoginLimits(store)
+    if settings.database_url is not None:
+        from ..postgres import PostgresStore
+        from ..postgres.sessions import PostgresLoginLimits, PostgresSessions
+
+        if isinstance(store, PostgresStore):
+            return PostgresSessions.of(store), PostgresLoginLimits.of(store)
+    return None, None
+
+
 def build(
     settings: Settings,
     *,
@@ -226,6 +253,7 @@ def build(
         operations=operations,
     )
     core = CoreRunner()
+    sessions, login_limits = _session_storage(settings, store)
     auth = HttpAuth(
         directory.verify,
         csrf=settings.csrf,
@@ -236,6 +264,8 @@ def build(
         address_max_failures=settings.login_address_max_failures,
         max_concurrent_verifications=settings.login_max_concurrent_verifications,
         trusted_proxies=settings.trusted_proxies,
+        sessions=sessions,
+        login_limits=login_limits,
     )
 
     async def authenticate(request: AuthRequest) -> str | None:

@@ -146,6 +146,43 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " through_seq INTEGER NOT NULL) WITHOUT ROWID",
         ),
     ),
+    Migration(
+        4,
+        "HTTP sessions and the failed-login limits (adapters.sqlite.sessions)",
+        (
+            # Times are seconds since the epoch (REAL), as HttpAuth's clock gives them.
+            # A session by the SHA-256 of its cookie: the file holds no usable cookie. Its
+            # expiry is used_s + the TTL; the bounds drop the lowest used_s first.
+            "CREATE TABLE http_sessions ("
+            " id_hash BLOB PRIMARY KEY CHECK (length(id_hash) = 32),"
+            " agent_id TEXT NOT NULL,"
+            " csrf_token TEXT NOT NULL,"
+            " opened_s REAL NOT NULL,"
+            " used_s REAL NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX ix_http_sessions_used ON http_sessions(used_s)",
+            "CREATE INDEX ix_http_sessions_agent ON http_sessions(agent_id, used_s)",
+            # Per client address: its last failures' times and its verifications in flight
+            # (the ends of their leases), JSON arrays; swept once past stale_s.
+            "CREATE TABLE login_addresses ("
+            " address TEXT PRIMARY KEY,"
+            " failures TEXT NOT NULL,"
+            " expires_s REAL NOT NULL,"
+            " in_flight TEXT NOT NULL,"
+            " stale_s REAL NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX ix_login_addresses_stale ON login_addresses(stale_s)",
+            # Per (address, SHA-256 of the name as sent): a name is whatever a client typed.
+            "CREATE TABLE login_pairs ("
+            " address TEXT NOT NULL,"
+            " name_hash BLOB NOT NULL,"
+            " failures INTEGER NOT NULL,"
+            " blocked_until_s REAL NOT NULL,"
+            " expires_s REAL NOT NULL,"
+            " in_flight TEXT NOT NULL,"
+            " stale_s REAL NOT NULL,"
+            " PRIMARY KEY (address, name_hash)) WITHOUT ROWID",
+            "CREATE INDEX ix_login_pairs_stale ON login_pairs(stale_s)",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version
