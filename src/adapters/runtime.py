@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
@@ -24,7 +25,7 @@ from typing import ParamSpec, TypeVar
 
 from interactions_core.engine import Engine
 from interactions_core.errors import Unavailable
-from interactions_core.outbox import NotificationDrain
+from interactions_core.outbox import NotificationDrain, NotificationTail
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -154,6 +155,126 @@ class NotificationDispatcher:
                 self._failures.succeeded()
 
 
+class ClusterTail:
+    """One process among several on a shared store: delivers every committed notification to
+    this process's sessions (``NotificationTail``), and, while this process leads, follows
+    the other processes' commits into the router (``Engine.sync``) and marks what it read as
+    published.
+
+    It reads when woken (this process committed; ``wake`` is also what a LISTEN/NOTIFY
+    listener calls from its thread, via ``wake_threadsafe``) and every ``poll`` seconds
+    otherwise: a lost wake-up delays a delivery by one poll at most, and loses nothing (the
+    tail reads from its position, in commit order). Its store reads run on a thread of their
+    own, not the core thread: operations do not wait behind them, nor they behind operations.
+    ``on_progress(position, lag)`` reports after every read (the node status)."""
+
+    def __init__(
+        self,
+        core: CoreRunner,
+        engine: Engine,
+        tail: NotificationTail,
+        poll: float = 1.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._core = core
+        self._engine = engine
+        self._tail = tail
+        self._poll = poll
+        self._on_progress = on_progress
+        self._reader = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="interactions-tail"
+        )
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._settled_backlog = False
+        self._measured_at = float("-inf")
+        self._lag = 0
+        self._failures = _Failures("notification tail")
+        self.published = 0
+
+    @property
+    def position(self) -> int:
+        return self._tail.position
+
+    def wake(self) -> None:
+        """On the event loop."""
+        self._event.set()
+
+    def wake_threadsafe(self) -> None:
+        """From any thread (a listener's)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._event.set)
+
+    async def _read(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, partial(fn, *args, **kwargs))
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._read(self._tail.start)
+        self._task = asyncio.create_task(self._run(), name="notification-tail")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._event.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.read_once()  # what was committed before stop reaches this process's clients
+        self._reader.shutdown(wait=True)
+
+    async def read_once(self) -> int:
+        """Deliver everything committed after the position; while leading, follow the change
+        feed into the router and mark what was read published. Returns how many were
+        delivered."""
+        total = 0
+        leading = self._engine.leading
+        if leading and not self._settled_backlog:
+            await self._read(self._tail.settle_backlog)
+            self._settled_backlog = True
+        elif not leading:
+            self._settled_backlog = False  # settle it again the next time this process leads
+        while True:
+            batch = await self._read(self._tail.take)
+            if not batch:
+                break
+            self._tail.publish(batch)
+            if leading:
+                await self._read(self._tail.settle, batch)
+            total += len(batch)
+            self.published += len(batch)
+        if leading:
+            synced = await self._core.run_quiet(self._engine.sync)
+            if synced.offered:
+                self._event.set()  # its offers committed notifications: read them next round
+        if self._on_progress is not None:
+            now = time.monotonic()
+            if now - self._measured_at >= 1.0:  # the lag costs a read: once a second at most
+                self._measured_at = now
+                self._lag = await self._read(self._tail.lag)
+            self._on_progress(self._tail.position, self._lag)
+        return total
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), self._poll)
+            self._event.clear()
+            if self._stopping:
+                return
+            try:
+                await self.read_once()
+            except Exception as exc:
+                self._failures.failed(exc)
+                await asyncio.sleep(self._poll)
+            else:
+                self._failures.succeeded()
+
+
 class RouterTimer:
     """Runs ``Engine.tick`` (offer timeouts, routing) every ``interval`` seconds."""
 
@@ -196,7 +317,9 @@ class NotificationPurger:
         retention: timedelta,
         interval: float | None = None,
         batch: int = 1000,
+        active: Callable[[], bool] | None = None,
     ) -> None:
+        """``active``: whether this process purges now (in a cluster: the leader alone)."""
         if batch < 1:
             raise ValueError("batch must be >= 1")
         self._core = core
@@ -207,6 +330,7 @@ class NotificationPurger:
             interval if interval is not None else min(60.0, max(1.0, retention.total_seconds() / 5))
         )
         self._batch = batch
+        self._active = active
         self._task: asyncio.Task[None] | None = None
         self._failures = _Failures("notification purge")
         self.purged = 0
@@ -235,6 +359,8 @@ class NotificationPurger:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            if self._active is not None and not self._active():
+                continue
             try:
                 await self.purge_once()
             except Exception as exc:

@@ -7,7 +7,7 @@ the ``Harness`` for unit tests and, in ``testing.contracts``, the contract suite
 adapter (they need pytest: ``pip install interactions-core[testing]``).
 """
 
-from .engine import Engine, PumpReport, TickReport
+from .engine import Engine, PumpReport, SyncReport, TickReport
 from .errors import (
     ConcurrencyConflict,
     InteractionNotFound,
@@ -77,6 +77,7 @@ __all__ = [
     "RoutingConfig",
     "ServiceConfig",
     "State",
+    "SyncReport",
     "TickReport",
     "TooLarge",
     "capabilities",

@@ -19,6 +19,17 @@ An Engine is not thread-safe: call it from one thread at a time (the server runs
 on one core thread). Every call that changes something commits before it returns; ``pump``
 then delivers what the commits queued, and a crash between the two loses nothing (the outbox
 is in the store).
+
+**Several engines on one store** (processes sharing a database). Exactly one of them may
+route and run the offer timeouts: the *leader*. ``start()`` makes an engine the leader; an
+engine started with ``start(lead=False)`` is a *follower*: it serves operations, ingestion,
+channel states and reads (all in the store), and never offers nor revokes. Who leads is
+decided outside the core (``adapters.postgres.LeaderLock`` in the server): call ``lead()``
+when this engine becomes the leader (its router is rebuilt from the store) and ``follow()``
+when it stops. A leader calls ``sync()`` when other processes may have committed (on a
+wake-up, and on a timer): it reads the store's change feed (``ports.ChangeFeed``) into its
+router and routes. The store's version checks keep decisions safe even if two engines briefly
+both think they lead: an interaction is offered once, a second offer of it conflicts.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from .ports import (
     Agent,
     AgentDirectory,
     AttachmentStore,
+    ChangeFeed,
     Clock,
     IdGenerator,
     MailEntry,
@@ -74,6 +86,14 @@ class PumpReport:
             self.retried + other.retried,
             self.failed + other.failed,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one ``sync`` did: changes read from the change feed, offers made after them."""
+
+    changes: int = 0
+    offered: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +156,9 @@ class Engine:
             NotificationDrain(self.store, notifier) if notifier is not None else None
         )
         self._closed = False
+        self._leading = True
+        self._queues: frozenset[str] = frozenset()
+        self._feed_position = 0
         for spec in operations:
             self.register_operation(spec)
 
@@ -160,13 +183,61 @@ class Engine:
         states its transitions leave, and runs its handler in one atomic commit."""
         self.service.registry = self.service.registry.with_(spec)
 
-    def start(self, queues: Iterable[str] = ()) -> None:
-        """Rebuild the router's indexes from the store (call once, before serving): what is
-        offered or owned, and what waits in the configured queues and ``queues``."""
+    def start(self, queues: Iterable[str] = (), *, lead: bool = True) -> None:
+        """Call once, before serving. ``lead`` (the default): become the leader, rebuilding
+        the router's indexes from the store (channel states, what is offered or owned, what
+        waits in the configured queues and ``queues``). ``lead=False``: a follower, until
+        ``lead()``."""
         c = self.config
         known = {*c.mailbox_queues.values(), c.default_queue, *(c.queues or ()), *queues}
         known |= set(self.router.config.queue_skills)
-        self.router.load(known)
+        self._queues = frozenset(known)
+        if lead:
+            self.lead()
+        else:
+            self.follow()
+
+    @property
+    def leading(self) -> bool:
+        """Whether this engine routes and runs the offer timeouts."""
+        return self._leading
+
+    def lead(self) -> int:
+        """Become the leader: rebuild the router from the store, then route. Returns how many
+        offers that made. The change feed is read from the position taken before the rebuild,
+        so a commit made meanwhile is followed too (again, harmlessly)."""
+        store = self.store
+        self._feed_position = store.feed_position() if isinstance(store, ChangeFeed) else 0
+        self.router.load(self._queues)
+        self._leading = True
+        return self.router.route()
+
+    def follow(self) -> None:
+        """Stop routing (another engine leads): the router's indexes are dropped; what this
+        engine commits is routed by the leader, which reads it from the change feed."""
+        self._leading = False
+        self.router.clear()
+
+    def sync(self, limit: int = 500) -> SyncReport:
+        """Leader: read what was committed since the last ``sync`` (by any engine on the
+        store) into the router, then route. A follower, or a store without a change feed
+        (one process alone), reads nothing."""
+        store = self.store
+        if not self._leading or not isinstance(store, ChangeFeed):
+            return SyncReport()
+        total = 0
+        while True:
+            changes = store.changes_since(self._feed_position, limit)
+            self._feed_position = changes.position
+            count = len(changes.interactions) + len(changes.channels)
+            self.router.apply(changes.interactions, changes.channels)
+            total += count
+            if count < limit:
+                break
+        return SyncReport(total, self.router.route())
+
+    def _route(self) -> int:
+        return self.router.route() if self._leading else 0
 
     def notification_drain(self, notifier: Notifier, limit: int = 500) -> NotificationDrain:
         """The notification rules for a driver of one's own (``take``, ``publish``, ``ack``)."""
@@ -180,7 +251,7 @@ class Engine:
         a domain error (the error's kind is ``result.kind``)."""
         result = self.service.execute_wire(agent_id, interaction_id, body)
         if result.ok:
-            self.router.route()
+            self._route()
         return result
 
     def create_email(self, agent_id: str, body: Mapping[str, Any] | None = None) -> Result:
@@ -189,8 +260,12 @@ class Engine:
 
     def set_channel_state(self, agent_id: str, body: Any, channel: str = CHANNEL) -> Result:
         """``POST /me/channels/{channel}``: ``{"operationName": "Ready" | "NotReady",
-        "reason": ...}``; a Ready agent with capacity is offered what waits at once."""
-        return self.router.set_channel_state(agent_id, channel, body)
+        "reason": ...}``; a Ready agent with capacity is offered what waits at once (by the
+        leader: at once when this engine leads, else at the leader's next ``sync``)."""
+        result = self.router.set_channel_state(agent_id, channel, body)
+        if result.ok:
+            self._route()
+        return result
 
     def add_attachment(
         self,
@@ -245,7 +320,7 @@ class Engine:
         in its mailbox's queue, then routed. Raises ``MessageRefused`` for what is not a mail
         or is over the size limit."""
         result = self.service.ingest(raw, envelope=envelope, mailbox=mailbox)
-        self.router.route()
+        self._route()
         return result
 
     def receive(
@@ -253,14 +328,17 @@ class Engine:
     ) -> Interaction:
         """An inbound mail already parsed (``EmailContent``), queued and routed."""
         created = self.service.receive(email, mailbox=mailbox, queue=queue)
-        self.router.route()
+        self._route()
         return created
 
     # ------------------------------------------------------------------ the loop
 
     def tick(self, now: datetime | None = None) -> TickReport:
         """Run the timers: revoke offers whose timeout passed at ``now`` (default: the clock's
-        now), then route. Call it on a timer (``next_deadline`` says when it matters)."""
+        now), then route. Call it on a timer (``next_deadline`` says when it matters). A
+        follower does nothing (the leader runs the timeouts)."""
+        if not self._leading:
+            return TickReport()
         revoked, offered = self.router.tick(now)
         return TickReport(revoked, offered)
 
@@ -275,7 +353,7 @@ class Engine:
         work; reaching it is logged."""
         total = PumpReport()
         for _ in range(max_rounds):
-            offered = self.router.route()
+            offered = self._route()
             published = self._notifications.run() if self._notifications else 0
             mail = self.mail_drain.run(self.transport) if self.transport is not None else None
             round_ = PumpReport(offered, published)

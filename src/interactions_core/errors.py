@@ -86,6 +86,18 @@ class ConcurrencyConflict(InteractionsError):
         )
 
 
+class AlreadyIngested(InteractionsError):
+    """A store refused a new interaction because another one already holds its
+    ``ingest_key``: the same message was ingested already (by another process, at the same
+    moment). ``existing_id`` names that interaction. Raised by commit; never retried."""
+
+    kind = "conflict"
+
+    def __init__(self, existing_id: str) -> None:
+        self.existing_id = existing_id
+        super().__init__(f"This message was ingested already, as interaction {existing_id!r}")
+
+
 class TooLarge(InteractionsError):
     kind = "too_large"
 

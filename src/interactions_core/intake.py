@@ -7,11 +7,14 @@ outbound interactions it answers (threading), its ContactID, and its routing pre
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from .errors import AlreadyIngested
 from .ingest import Envelope, MessageRefused, parse_message
 from .lifecycle import State
 from .model import Direction, EmailContent, Interaction, SubType
@@ -51,6 +54,27 @@ def same_message(a: EmailContent, b: EmailContent) -> bool:
         and a.html == b.html
         and [x.id for x in a.attachments] == [x.id for x in b.attachments]
     )
+
+
+def ingest_key(mailbox: str, email: EmailContent) -> str | None:
+    """What two deliveries of one message share (and two different messages never do): the
+    mailbox, the Message-ID and what ``same_message`` compares, hashed. ``None`` for a
+    message without a Message-ID (nothing says two of them are one). The store keeps it
+    unique, so a relay's retry to another process while the first is still ingesting becomes
+    one interaction: a unique constraint decides, not a check-then-insert."""
+    if not email.message_id:
+        return None
+    content = [
+        mailbox,
+        email.message_id,
+        email.from_.model_dump(mode="json") if email.from_ is not None else None,
+        email.subject,
+        email.text,
+        email.html,
+        [a.id for a in email.attachments],
+    ]
+    encoded = json.dumps(content, ensure_ascii=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def answered(uow: UnitOfWork, email: EmailContent) -> Interaction | None:
@@ -159,13 +183,26 @@ class Intake:
                 parent_id=parent.id if parent else None,
                 preferred_agent=parent.last_agent if parent and not parsed.automatic else None,
                 raw_id=raw_id,
+                ingest_key=key,
             )
             stored = uow.interactions.add(interaction)
             return IngestResult(
                 stored.id, automatic=parsed.automatic, problems=problems, parent_id=stored.parent_id
             )
 
-        return s.in_transaction(run)
+        key = ingest_key(box, email)
+        try:
+            return s.in_transaction(run)
+        except AlreadyIngested as exc:
+            # Delivered to another process at the same moment (or found by its key after a
+            # Message-ID reuse): that delivery's interaction is this one.
+            with s.store.unit_of_work() as uow:
+                existing = uow.interactions.get(exc.existing_id)
+            return IngestResult(
+                exc.existing_id,
+                duplicate=True,
+                parent_id=existing.parent_id if existing is not None else None,
+            )
 
     def mailbox_of(self, email: EmailContent, envelope: Envelope | None) -> str:
         """The mailbox a message was delivered to: a known envelope recipient, else To/Cc."""

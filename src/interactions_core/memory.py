@@ -16,11 +16,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import ConcurrencyConflict, TooLarge
+from .errors import AlreadyIngested, ConcurrencyConflict, TooLarge
 from .ids import SystemClock
 from .model import Interaction, build, evolve
 from .ports import (
     Agent,
+    Changes,
+    ChannelState,
     Clock,
     MailEntry,
     Notification,
@@ -55,12 +57,42 @@ class InMemoryStore:
         self._purged_through: dict[str, int] = {}
         self._mail: dict[int, MailEntry] = {}
         self._mail_done: dict[int, str | None] = {}  # seq -> failure reason (None = sent)
+        self._channels: dict[str, ChannelState] = {}
+        self._ingest_keys: dict[str, str] = {}  # ingest key -> interaction id
+        # The change feed: ("i", id) / ("c", agent id) -> seq of the commit that last wrote
+        # it, in that order (a key written again moves to the end).
+        self._changes: dict[tuple[str, str], int] = {}
 
     def unit_of_work(self) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(self)
 
     def close(self) -> None:
         """Nothing to release: the data lives as long as this object (idempotent)."""
+
+    # -- change feed (ports.ChangeFeed): several engines may share this store, as processes
+    # share a database
+    def feed_position(self) -> int:
+        with self._lock:
+            return self._seq
+
+    def notifications_after(self, after_seq: int, limit: int = 500) -> list[Notification]:
+        with self._lock:
+            seqs = sorted(s for s in self._notifications if s > after_seq)[: max(limit, 0)]
+            return [self._notifications[s].model_copy(update={"seq": s}) for s in seqs]
+
+    def changes_since(self, after_seq: int, limit: int = 500) -> Changes:
+        with self._lock:
+            newer: list[tuple[tuple[str, str], int]] = []
+            for key, seq in reversed(self._changes.items()):
+                if seq <= after_seq:
+                    break
+                newer.append((key, seq))
+            newer.reverse()
+            newer = newer[: max(limit, 0)]
+            interactions = [self._rows[k] for (kind, k), _ in newer if kind == "i"]
+            channels = [self._channels[k] for (kind, k), _ in newer if kind == "c"]
+            position = newer[-1][1] if newer else after_seq
+        return build(Changes, interactions=interactions, channels=channels, position=position)
 
     # -- outbox reader
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
@@ -145,6 +177,8 @@ class InMemoryStore:
         rows: dict[str, Interaction],
         notifications: list[Notification],
         mail: list[OutgoingMail],
+        channels: dict[str, ChannelState] | None = None,
+        channels_expected: dict[str, int] | None = None,
     ) -> None:
         now = self._clock.now()
         with self._lock:
@@ -153,7 +187,22 @@ class InMemoryStore:
                 actual = stored.version if stored is not None else None
                 if actual != version:
                     raise ConcurrencyConflict(iid, version or 0, actual)
+            for agent_id, channel_version in (channels_expected or {}).items():
+                found = self._channels.get(agent_id)
+                actual_channel = found.version if found is not None else 0
+                if actual_channel != channel_version:
+                    raise ConcurrencyConflict(agent_id, channel_version, actual_channel)
+            keys: dict[str, str] = {}
+            for iid, version in expected.items():
+                key = rows[iid].ingest_key if version is None and iid in rows else None
+                if key is not None:
+                    holder = self._ingest_keys.get(key, keys.get(key))
+                    if holder is not None:
+                        raise AlreadyIngested(holder)
+                    keys[key] = iid
             self._rows.update(rows)
+            self._ingest_keys.update(keys)
+            self._channels.update(channels or {})
             for n in notifications:
                 self._seq += 1
                 self._notifications[self._seq] = n  # its seq is stamped when read
@@ -164,6 +213,12 @@ class InMemoryStore:
                 self._mail[self._seq] = build(
                     MailEntry, seq=self._seq, mail=m, queued_at=now, next_attempt_at=now
                 )
+            changed = [("i", iid) for iid in rows] + [("c", a) for a in channels or {}]
+            if changed:
+                self._seq += 1
+                for change in changed:
+                    self._changes.pop(change, None)
+                    self._changes[change] = self._seq
 
     def _get(self, interaction_id: str) -> Interaction | None:
         return self._rows.get(interaction_id)
@@ -233,8 +288,23 @@ class InMemoryUnitOfWork(StagedUnitOfWork[Notification]):
         self.outbox = _Outbox(self)
 
     def commit(self) -> None:
-        self._store._commit(self._expected, self._rows, self._notifications, self._mail)
+        staged = self._channels
+        self._store._commit(
+            self._expected,
+            self._rows,
+            self._notifications,
+            self._mail,
+            staged.rows,
+            staged.expected,
+        )
         self._reset()
+
+    def _load_channel(self, agent_id: str) -> ChannelState | None:
+        return self._store._channels.get(agent_id)
+
+    def _load_channels(self) -> list[ChannelState]:
+        with self._store._lock:
+            return list(self._store._channels.values())
 
 
 # --------------------------------------------------------------------------- other ports

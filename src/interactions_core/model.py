@@ -328,6 +328,9 @@ class Interaction(BaseModel):
     preferred_agent: str | None = None
     # Content id of the raw RFC 5322 bytes in the attachment store (inbound mail: never lost).
     raw_id: str | None = None
+    # Ingested mail: what makes a delivery "the same message" (intake.ingest_key). Stores keep
+    # it unique, so a message delivered to two processes at once becomes one interaction.
+    ingest_key: str | None = None
 
     @property
     def direction(self) -> Direction:

@@ -7,6 +7,10 @@ for tests and simple embeddings) and the server's asyncio dispatchers (``adapter
 * ``NotificationDrain``: entries are published in ``seq`` order and marked done only after
   they were handed over. A reader that breaks the port's contract (an entry without its
   ``seq``, or a batch that does not move forward) is an ``OutboxContractError``, never a loop.
+* ``NotificationTail``: the same for a process among several sharing one store: every
+  process reads *every* committed notification from its own position (``ports.ChangeFeed``)
+  and hands it to its own notifier (its own CometD sessions); only the leader marks them
+  published, which starts their retention.
 * ``MailDrain.settle``: what becomes of a mail after one delivery attempt. Sent: marked sent.
   A transient failure (and any unexpected error: nothing is dropped) is rescheduled with
   exponential backoff and jitter until the mail is ``max_age`` old, then it fails. A permanent
@@ -25,6 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .ports import (
+    ChangeFeed,
     Clock,
     MailEntry,
     MailTransport,
@@ -120,6 +125,84 @@ class NotificationDrain:
             self.ack(batch)
             total += len(batch)
             last = batch[-1].seq
+
+
+class NotificationTail:
+    """Every committed notification, in ``seq`` order, from this process's position: what a
+    process among several on one store (``ports.ChangeFeed``) delivers to its own clients.
+
+    Unlike ``NotificationDrain`` it does not read "pending" entries: another process may have
+    published those already, to *its* clients. It starts at the store's ``feed_position``
+    (what was committed before is for clients that catch up by replay,
+    ``OutboxReader.notifications_since``) and moves forward only. ``settle`` (the leader's
+    job: one process, not each) marks what was read as published, which starts its retention
+    (``purge_notifications``); ``settle_backlog`` marks what was pending before this process
+    started reading, once, when it becomes the leader.
+    """
+
+    def __init__(
+        self, reader: OutboxReader, feed: ChangeFeed, notifier: Notifier, limit: int = 500
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.reader = reader
+        self.feed = feed
+        self.notifier = notifier
+        self.limit = limit
+        self.position = 0
+        self.published = 0
+
+    def start(self) -> int:
+        """Begin at the store's current position (call once, before the first ``take``)."""
+        self.position = self.feed.feed_position()
+        return self.position
+
+    def take(self) -> list[Notification]:
+        """The next batch after ``position``, checked as ``NotificationDrain.take`` checks."""
+        batch = self.feed.notifications_after(self.position, self.limit)
+        last = self.position
+        for n in batch:
+            if n.seq <= last:
+                raise OutboxContractError(
+                    f"{type(self.feed).__name__}.notifications_after({self.position}) returned "
+                    f"seq {n.seq} after {last}: every entry must carry its positive seq, in "
+                    "increasing order (ports.ChangeFeed)"
+                )
+            last = n.seq
+        return batch
+
+    def publish(self, batch: Sequence[Notification]) -> None:
+        """Hand the batch to this process's notifier and move past it."""
+        for n in batch:
+            self.notifier.publish(n)
+        if batch:
+            self.position = batch[-1].seq
+            self.published += len(batch)
+
+    def settle(self, batch: Sequence[Notification]) -> None:
+        """Leader: mark the batch published (idempotent; their retention starts now)."""
+        if batch:
+            self.reader.mark_notifications_done([n.seq for n in batch])
+
+    def settle_backlog(self) -> int:
+        """Leader, once: mark published what is still pending up to ``position`` (committed
+        before this process read, or while no process led); returns how many."""
+        total, after = 0, 0
+        while True:
+            batch = [
+                n
+                for n in self.reader.pending_notifications(after, self.limit)
+                if n.seq <= self.position
+            ]
+            if not batch:
+                return total
+            self.reader.mark_notifications_done([n.seq for n in batch])
+            total += len(batch)
+            after = batch[-1].seq
+
+    def lag(self) -> int:
+        """How many seqs the store has given beyond ``position`` (0: caught up)."""
+        return max(0, self.feed.feed_position() - self.position)
 
 
 class Outcome(StrEnum):

@@ -127,6 +127,36 @@ class NotificationBacklog(BaseModel):
     committed later has a higher seq (0: none yet)."""
 
 
+class ChannelState(BaseModel):
+    """An agent's state on the e-mail channel, kept in the store so that every process sees
+    it, and a restart remembers it (``routing``).
+
+    ``since`` is when the agent last became Ready (the router's "idle since", before any
+    offer); ``version`` is 0 for a state never stored, and each ``ChannelRepository.put``
+    stores it at ``version + 1``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_id: str
+    ready: bool = False
+    reason: str | None = None
+    since: datetime | None = None
+    version: int = 0
+
+
+class Changes(BaseModel):
+    """What ``ChangeFeed.changes_since`` found: the interactions and channel states changed
+    by commits after a position, each as it is now, and the position to read on from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    interactions: list[Interaction]
+    channels: list[ChannelState]
+    position: int
+    """Read on with ``changes_since(position)``: every change committed later is after it."""
+
+
 class MailEntry(BaseModel):
     """A mail in the outbox with its delivery bookkeeping.
 
@@ -217,6 +247,27 @@ class InteractionRepository(Protocol):
         ...
 
 
+class ChannelRepository(Protocol):
+    """The agents' channel states as one unit of work sees them (read your writes)."""
+
+    def get(self, agent_id: str) -> ChannelState | None:
+        """The agent's stored (or staged) state, or ``None`` when it never had one."""
+        ...
+
+    def put(self, state: ChannelState) -> ChannelState:
+        """Store ``state`` (as loaded, changed); returns it at ``version + 1``.
+
+        Raises ``ConcurrencyConflict`` at commit (or earlier) when the stored version is no
+        longer ``state.version`` (0: the agent must have no stored state yet): two processes
+        changing one agent's state at once never lose one of the changes silently.
+        """
+        ...
+
+    def all(self) -> list[ChannelState]:
+        """Every stored (or staged) state, ordered by agent id."""
+        ...
+
+
 class Outbox(Protocol):
     """What a unit of work queues, committed (or discarded) together with its interactions."""
 
@@ -245,6 +296,11 @@ class UnitOfWork(Protocol):
     @property
     def outbox(self) -> Outbox:
         """Where this unit of work queues notifications and mail."""
+        ...
+
+    @property
+    def channels(self) -> ChannelRepository:
+        """The agents' channel states, committed together with everything else."""
         ...
 
     def __enter__(self) -> Self:
@@ -385,6 +441,34 @@ class Store(OutboxReader, Protocol):
         every seq it ever gave. Call it once no unit of work is in flight; the store is not
         used after it (what it then does is the implementation's, e.g. raise).
         """
+        ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """What a store shared by several processes offers them to follow each other's commits
+    (``Engine.sync``, the server's notification tail). Optional: a store used by one process
+    needs none of it.
+
+    Positions are outbox seqs (``OutboxReader``): numbers the store gives in commit order, so
+    a reader that moves its position to the last one it read never skips a later commit.
+    """
+
+    def feed_position(self) -> int:
+        """The highest seq the store has given so far (0: none): a reader starting now reads
+        on from it and misses nothing committed afterwards."""
+        ...
+
+    def notifications_after(self, after_seq: int, limit: int = 500) -> list[Notification]:
+        """Every agent's retained notifications with ``seq > after_seq``, published or not,
+        in ``seq`` order, at most ``limit``, each with its ``seq``."""
+        ...
+
+    def changes_since(self, after_seq: int, limit: int = 500) -> Changes:
+        """The interactions and channel states written by commits after ``after_seq``, as
+        they are now: each once, however often it changed, in the order of its last change,
+        at most ``limit`` of them in all. ``position`` is the last one's change seq (read on
+        from it for the rest), or ``after_seq`` when nothing changed."""
         ...
 
 

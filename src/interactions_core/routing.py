@@ -14,10 +14,13 @@ live ones. So no heap outgrows twice what it indexes (plus ``_SLACK``), even one
 never taken: the heap of an agent skill no queue asks for, offers answered long before their
 deadline, interactions that stopped waiting behind one that waits for an agent nobody is.
 
-The indexes follow the store through ``InteractionService.subscribe`` (every commit reports the
-interactions it changed) and are rebuilt from the store by ``load``. The store stays the truth:
-an offer that lost a race is simply dropped. Agent readiness is session state, as in GWS: after a
-restart agents make themselves Ready again. Time comes from the clock port, so tests never sleep.
+The indexes follow the store through ``InteractionService.subscribe`` (every commit of this
+process reports the interactions it changed), through ``apply`` (what other processes committed,
+read from the store's change feed by ``Engine.sync``), and are rebuilt from the store by
+``load``. The store stays the truth: an offer that lost a race is simply dropped (its commit
+conflicts). Agent readiness is kept in the store too (``ports.ChannelState``), committed with
+its ``ChannelStateMessage``: an agent's Ready may land on any process, and a restart remembers
+who is Ready. Time comes from the clock port, so tests never sleep.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from .errors import InteractionsError, InvalidRequest, NotFound
 from .lifecycle import WAITING_STATES, State
 from .model import Direction, Interaction
-from .ports import TOPIC_CHANNELS, Agent, Notification, RawMessage
+from .ports import TOPIC_CHANNELS, Agent, ChannelState, Notification, RawMessage, UnitOfWork
 from .results import Result
 from .service import InteractionService
 from .wire import AgentState, ChannelStateMessage, UserState
@@ -79,7 +82,7 @@ class _Waiting:
     preferred: str | None
 
 
-def channel_message(agent_id: str, presence: Presence) -> ChannelStateMessage:
+def channel_message(agent_id: str, presence: Presence | ChannelState) -> ChannelStateMessage:
     """``/me/channels`` payload, in the shape of GWS's agent-state query (reference §1.3)."""
     state = READY if presence.ready else NOT_READY
     user_state: UserState = {"state": state, "displayName": state}
@@ -97,6 +100,10 @@ class Router:
         self.service = service
         self.config = config or RoutingConfig()
         self._unrouted = self.config.unrouted_queues | {service.config.automatic_queue}
+        self._reset()
+        service.subscribe(self.on_commit)
+
+    def _reset(self) -> None:
         self._presence: dict[str, Presence] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._queues: dict[str, list[tuple[datetime, str]]] = {}
@@ -105,18 +112,46 @@ class Router:
         self._offers: dict[str, datetime] = {}  # interaction id -> deadline
         self._deadlines: list[tuple[datetime, str]] = []
         self._tiebreak = itertools.count()
-        service.subscribe(self.on_commit)
 
     # ------------------------------------------------------------------ state
 
     def load(self, queues: Iterable[str]) -> None:
-        """Rebuild the indexes from the store (at start-up)."""
+        """Rebuild the indexes from the store, forgetting what they held (at start-up, and when
+        this process becomes the one that routes): channel states, what is offered or owned,
+        what waits in ``queues``."""
+        self._reset()
         with self.service.store.unit_of_work() as uow:
+            channels = uow.channels.all()
             held = [
                 i for a in self.service.agents.agents() for i in uow.interactions.for_agent(a.id)
             ]
             waiting = [i for q in set(queues) for i in uow.interactions.in_queue(q)]
         self.on_commit([*held, *waiting])
+        self.on_channels(channels)
+
+    def clear(self) -> None:
+        """Forget every index (this process stopped routing: another one does)."""
+        self._reset()
+
+    def apply(self, changed: Sequence[Interaction], channels: Sequence[ChannelState]) -> None:
+        """Follow what other processes committed (the store's change feed): interactions as
+        they are now, and agents' channel states."""
+        if changed:
+            self.on_commit(changed)
+        if channels:
+            self.on_channels(channels)
+
+    def on_channels(self, states: Sequence[ChannelState]) -> None:
+        """Follow committed channel states (this process's, or read from the change feed)."""
+        for state in states:
+            if self.service.agents.get(state.agent_id) is None:
+                continue  # no longer in the directory
+            p = self.presence(state.agent_id)
+            if state.ready and not p.ready:
+                p.idle_since = state.since or self.service.clock.now()
+            p.ready = state.ready
+            p.reason = state.reason
+            self._refresh(p)
 
     def presence(self, agent_id: str) -> Presence:
         found = self._presence.get(agent_id)
@@ -240,39 +275,50 @@ class Router:
         reason = body.get("reason", body.get("reasonCode"))
         if reason is not None and (not isinstance(reason, str) or len(reason) > 255):
             raise InvalidRequest("reason must be a string of at most 255 characters")
-        p = self.presence(agent_id)
-        becoming_ready = operation == READY and not p.ready
-        p.ready = operation == READY
-        p.reason = reason if operation == NOT_READY else None
-        if becoming_ready:
-            p.idle_since = self.service.clock.now()
-        self._refresh(p)
-        self._notify_channel(p)
-        self.route()
+        if self.service.agents.get(agent_id) is None:
+            raise NotFound("Agent", agent_id)
+        ready = operation == READY
+        now = self.service.clock.now()
 
-    def agent_state(self, agent_id: str) -> AgentState:
-        """``GET /me``: the agent and its channel states."""
-        p = self.presence(agent_id)
-        message = channel_message(agent_id, p)
-        return {
-            "id": p.agent.id,
-            "name": p.agent.name,
-            "skills": sorted(p.agent.skills),
-            "capacity": p.agent.capacity,
-            "load": p.load,
-            "channels": message["channels"],
-        }
-
-    def _notify_channel(self, p: Presence) -> None:
-        with self.service.store.unit_of_work() as uow:
+        def run(uow: UnitOfWork) -> ChannelState:
+            # Read, change, put: two processes changing one agent at once conflict (and the
+            # loser is retried on what the winner stored), never overwrite each other.
+            before = uow.channels.get(agent_id) or ChannelState(agent_id=agent_id)
+            since = before.since if before.ready and ready else (now if ready else None)
+            changed = before.model_copy(
+                update={"ready": ready, "reason": None if ready else reason, "since": since}
+            )
+            stored = uow.channels.put(changed)
             uow.outbox.add_notification(
                 Notification(
-                    agent_id=p.agent.id,
+                    agent_id=agent_id,
                     topic=TOPIC_CHANNELS,
-                    payload=RawMessage(data=dict(channel_message(p.agent.id, p))),
+                    payload=RawMessage(data=dict(channel_message(agent_id, stored))),
                 )
             )
-            uow.commit()
+            return stored
+
+        self.on_channels([self.service.in_transaction(run)])
+
+    def agent_state(self, agent_id: str) -> AgentState:
+        """``GET /me``: the agent and its channel states, read from the store (so every process
+        answers the same): its readiness, and its load, what it holds or is offered."""
+        agent = self.service.agents.get(agent_id)
+        if agent is None:
+            raise NotFound("Agent", agent_id)
+        with self.service.store.unit_of_work() as uow:
+            state = uow.channels.get(agent_id) or ChannelState(agent_id=agent_id)
+            held = uow.interactions.for_agent(agent_id)
+        load = sum(1 for i in held if i.direction is Direction.INBOUND)
+        message = channel_message(agent_id, state)
+        return {
+            "id": agent.id,
+            "name": agent.name,
+            "skills": sorted(agent.skills),
+            "capacity": agent.capacity,
+            "load": load,
+            "channels": message["channels"],
+        }
 
     # ------------------------------------------------------------------ decisions
 

@@ -15,7 +15,14 @@ from typing import Generic, Self, TypeVar
 from .errors import ConcurrencyConflict
 from .lifecycle import WAITING_STATES
 from .model import Interaction, evolve
-from .ports import InteractionRepository, Outbox, OutgoingMail, UnitOfWork
+from .ports import (
+    ChannelRepository,
+    ChannelState,
+    InteractionRepository,
+    Outbox,
+    OutgoingMail,
+    UnitOfWork,
+)
 
 Loader = Callable[[str], Interaction | None]
 Matches = Callable[[Interaction], bool]
@@ -104,12 +111,53 @@ class Staged:
         return stored
 
 
+class StagedChannels:
+    """``ports.ChannelRepository`` for every store: the unit of work's own puts on top of the
+    store's committed states (``load_one``, ``load_all``), each put remembering the version it
+    was made against, for the store to check at commit."""
+
+    __slots__ = ("_load_all", "_load_one", "expected", "rows")
+
+    def __init__(
+        self,
+        load_one: Callable[[str], ChannelState | None],
+        load_all: Callable[[], list[ChannelState]],
+    ) -> None:
+        self._load_one = load_one
+        self._load_all = load_all
+        self.rows: dict[str, ChannelState] = {}
+        self.expected: dict[str, int] = {}  # agent id -> version stored at commit (0: none)
+
+    def get(self, agent_id: str) -> ChannelState | None:
+        staged = self.rows.get(agent_id)
+        return staged if staged is not None else self._load_one(agent_id)
+
+    def put(self, state: ChannelState) -> ChannelState:
+        staged = self.rows.get(state.agent_id)
+        if staged is not None and staged.version != state.version:
+            raise ConcurrencyConflict(state.agent_id, state.version, staged.version)
+        self.expected.setdefault(state.agent_id, state.version)
+        stored = state.model_copy(update={"version": state.version + 1})
+        self.rows[state.agent_id] = stored
+        return stored
+
+    def all(self) -> list[ChannelState]:
+        merged = {s.agent_id: s for s in self._load_all()}
+        merged.update(self.rows)
+        return [merged[a] for a in sorted(merged)]
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.expected.clear()
+
+
 class StagedUnitOfWork(Generic[_N]):
     """The bookkeeping every store's unit of work shares: staged rows and outbox entries (the
     notifications in whatever form the store keeps them), dropped by ``rollback`` and on
     leaving the ``with`` block unless committed."""
 
     def __init__(self) -> None:
+        self._channels = StagedChannels(self._load_channel, self._load_channels)
         self._reset()
 
     def _reset(self) -> None:
@@ -118,6 +166,22 @@ class StagedUnitOfWork(Generic[_N]):
         self._expected = self._staged.expected
         self._notifications: list[_N] = []
         self._mail: list[OutgoingMail] = []
+        self._channels.clear()
+
+    @property
+    def channels(self) -> ChannelRepository:
+        return self._channels
+
+    def _load_channel(self, agent_id: str) -> ChannelState | None:
+        """The committed state of ``agent_id``: every store overrides both loaders."""
+        raise NotImplementedError(f"{type(self).__name__} does not read channel states")
+
+    def _load_channels(self) -> list[ChannelState]:
+        """Every committed channel state."""
+        raise NotImplementedError(f"{type(self).__name__} does not read channel states")
+
+    def _has_writes(self) -> bool:
+        return bool(self._expected or self._notifications or self._mail or self._channels.rows)
 
     def __enter__(self) -> Self:
         return self
@@ -131,7 +195,7 @@ class StagedUnitOfWork(Generic[_N]):
         self.rollback()
 
     def rollback(self) -> None:
-        if self._rows or self._expected or self._notifications or self._mail:
+        if self._has_writes():
             self._reset()
 
 
@@ -186,6 +250,10 @@ class TrackedUnitOfWork:
     @property
     def outbox(self) -> Outbox:
         return self._inner.outbox
+
+    @property
+    def channels(self) -> ChannelRepository:
+        return self._inner.channels
 
     def __enter__(self) -> Self:
         return self

@@ -55,8 +55,8 @@ def test_an_empty_database_is_migrated_to_the_latest_version_once(
     postgres_dsn: str, admin: Admin
 ) -> None:
     assert schema_version(postgres_dsn) == 0
-    assert migrate(postgres_dsn) == [m.version for m in MIGRATIONS] == [1, 2, 3]
-    assert schema_version(postgres_dsn) == LATEST_VERSION == 3
+    assert migrate(postgres_dsn) == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
+    assert schema_version(postgres_dsn) == LATEST_VERSION == 4
     assert tables(admin) == {
         "schema_version",
         "interactions",
@@ -67,10 +67,11 @@ def test_an_empty_database_is_migrated_to_the_latest_version_once(
         "http_sessions",
         "login_addresses",
         "login_pairs",
+        "agent_channels",
     }
     assert migrate(postgres_dsn) == []  # idempotent
     PostgresStore(postgres_dsn).close()  # the store's own migration: nothing either
-    assert versions(admin) == [1, 2, 3]
+    assert versions(admin) == [1, 2, 3, 4]
 
 
 def test_a_database_at_the_previous_version_is_upgraded_with_its_data(
@@ -117,7 +118,7 @@ def test_a_database_at_the_previous_version_is_upgraded_with_its_data(
     with pytest.raises(SchemaTooOld, match="version 1 is older"):
         PostgresStore(postgres_dsn, migrate=False)
 
-    assert migrate(postgres_dsn) == [2, 3]
+    assert migrate(postgres_dsn) == [2, 3, 4]
     clock = ManualClock()
     with PostgresStore(postgres_dsn, clock=clock, migrate=False) as store:
         with store.unit_of_work() as uow:
@@ -170,8 +171,8 @@ def test_two_processes_migrating_at_once_apply_each_version_once(
     results = [child.communicate(timeout=60) for child in children]
     assert [c.returncode for c in children] == [0, 0], [err for _, err in results]
     applied = sorted(json.loads(out) for out, _ in results)
-    assert applied == [[], [1, 2, 3]]
-    assert versions(admin) == [1, 2, 3]
+    assert applied == [[], [1, 2, 3, 4]]
+    assert versions(admin) == [1, 2, 3, 4]
 
 
 def test_a_newer_schema_is_refused(postgres_dsn: str, admin: Admin) -> None:

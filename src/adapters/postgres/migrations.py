@@ -230,6 +230,28 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX ix_login_pairs_stale ON login_pairs (stale_s)",
         ),
     ),
+    Migration(
+        4,
+        "several processes: the change feed, agents' channel states, unique ingestion",
+        (
+            # The change feed (ports.ChangeFeed): the outbox seq of the commit that last wrote
+            # the row, taken under the outbox lock, so in commit order (outbox.py).
+            "ALTER TABLE interactions ADD COLUMN change_seq bigint, ADD COLUMN ingest_key text",
+            "CREATE INDEX ix_interactions_change ON interactions (change_seq)"
+            " WHERE change_seq IS NOT NULL",
+            # intake.ingest_key: the same message delivered to two processes at once is one
+            # interaction, by this index (a check-then-insert would let both in).
+            "CREATE UNIQUE INDEX ux_interactions_ingest_key ON interactions (ingest_key)"
+            " WHERE ingest_key IS NOT NULL",
+            # ports.ChannelState, as its JSON document, versioned like the interactions.
+            "CREATE TABLE agent_channels ("
+            ' agent_id text COLLATE "C" PRIMARY KEY,'
+            " version integer NOT NULL CHECK (version >= 1),"
+            " data text NOT NULL,"
+            " change_seq bigint)",
+            "CREATE INDEX ix_agent_channels_change ON agent_channels (change_seq)",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

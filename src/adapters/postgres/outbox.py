@@ -53,6 +53,8 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from interactions_core.ports import (
+    Changes,
+    ChannelState,
     Clock,
     MailEntry,
     Notification,
@@ -62,7 +64,7 @@ from interactions_core.ports import (
 )
 
 from .connection import Connection, Database
-from .rows import text, utc
+from .rows import decode, text, utc
 
 __all__ = ["INSERT_MAIL", "INSERT_NOTIFICATION", "OUTBOX_LOCK_KEY", "PostgresOutboxReader"]
 
@@ -132,6 +134,27 @@ _RELEASE_CLAIMS: Final = (
     "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
     " WHERE kind = 'mail' AND claimed_by = %s"
 )
+# The change feed (ports.ChangeFeed). Every seq is taken under the outbox lock, so the highest
+# committed one is a true high-water mark: read from the tables (each max is one index probe),
+# never from the sequence, whose last value may belong to a transaction still in flight.
+_FEED_POSITION: Final = (
+    "SELECT GREATEST((SELECT max(seq) FROM outbox),"
+    " (SELECT max(change_seq) FROM interactions),"
+    " (SELECT max(change_seq) FROM agent_channels),"
+    " (SELECT max(through_seq) FROM notification_purges), 0)"
+)
+_NOTIFICATIONS_AFTER: Final = (
+    "SELECT seq, agent_id, topic, payload FROM outbox"
+    " WHERE seq > %s AND kind = 'notification' ORDER BY seq LIMIT %s"
+)
+_CHANGES_SINCE: Final = (
+    "(SELECT change_seq, true, data FROM interactions WHERE change_seq > %(after)s"
+    "  ORDER BY change_seq LIMIT %(limit)s)"
+    " UNION ALL"
+    " (SELECT change_seq, false, data FROM agent_channels WHERE change_seq > %(after)s"
+    "  ORDER BY change_seq LIMIT %(limit)s)"
+    " ORDER BY 1 LIMIT %(limit)s"
+)
 INSERT_NOTIFICATION: Final = (
     "INSERT INTO outbox (kind, agent_id, topic, payload, queued_at)"
     " VALUES ('notification', %s, %s, %s, %s)"
@@ -162,6 +185,33 @@ class PostgresOutboxReader:
     _clock: Clock
     _claimant: str
     _lease: timedelta
+
+    # -- the change feed (ports.ChangeFeed)
+    def feed_position(self) -> int:
+        row = self._db.retryable(lambda c: c.execute(_FEED_POSITION).fetchone())
+        return int(row[0]) if row is not None else 0
+
+    def notifications_after(self, after_seq: int, limit: int = 500) -> list[Notification]:
+        if limit <= 0 or after_seq >= _BIGINT_MAX:
+            return []
+        params = (_bigint(after_seq), limit)
+        rows = self._db.retryable(lambda c: c.execute(_NOTIFICATIONS_AFTER, params).fetchall())
+        return [_notification(*row) for row in rows]
+
+    def changes_since(self, after_seq: int, limit: int = 500) -> Changes:
+        if limit <= 0 or after_seq >= _BIGINT_MAX:
+            return Changes(interactions=[], channels=[], position=after_seq)
+        params = {"after": _bigint(after_seq), "limit": limit}
+        rows = self._db.retryable(lambda c: c.execute(_CHANGES_SINCE, params).fetchall())
+        return Changes.model_construct(
+            interactions=[decode(data) for _, is_interaction, data in rows if is_interaction],
+            channels=[
+                ChannelState.model_validate_json(data)
+                for _, is_interaction, data in rows
+                if not is_interaction
+            ],
+            position=int(rows[-1][0]) if rows else after_seq,
+        )
 
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:
         if limit <= 0 or after_seq >= _BIGINT_MAX:

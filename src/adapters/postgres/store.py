@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 from psycopg import sql
 
-from interactions_core.errors import ConcurrencyConflict
+from interactions_core.errors import AlreadyIngested, ConcurrencyConflict
 from interactions_core.ids import SystemClock
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction
-from interactions_core.ports import Clock, MailEntry, Notification, OutgoingMail
+from interactions_core.ports import ChannelState, Clock, MailEntry, Notification, OutgoingMail
 from interactions_core.staging import (
     Matches,
     StagedUnitOfWork,
@@ -64,16 +64,39 @@ from .rows import COLUMNS, decode, encode_json, row_values, text, utc
 if TYPE_CHECKING:
     from interactions_core.ports import Store, UnitOfWork
 
-__all__ = ["PostgresInteractions", "PostgresStore", "PostgresUnitOfWork"]
+__all__ = ["WAKE_CHANNEL", "PostgresInteractions", "PostgresStore", "PostgresUnitOfWork"]
 
 _NEW_POSITION: Final = 2**62  # after every stored row: staged rows not yet in the database
 
 # ----------------------------------------------------------------------------- SQL
 
+# ON CONFLICT on any unique index, the id's or the ingest key's: which one says the error.
 _INSERT: Final = (
-    f"INSERT INTO interactions ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO interactions ({COLUMNS}, ingest_key)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT DO NOTHING"
 )
+_BY_INGEST_KEY: Final = "SELECT id FROM interactions WHERE ingest_key = %s"
+# The change feed: every row this commit wrote gets a seq taken under the outbox lock.
+_MARK_CHANGED: Final = (
+    "UPDATE interactions SET change_seq = nextval('outbox_seq') WHERE id = ANY(%s::text[])"
+)
+_MARK_CHANNELS_CHANGED: Final = (
+    "UPDATE agent_channels SET change_seq = nextval('outbox_seq') WHERE agent_id = ANY(%s::text[])"
+)
+_NOTIFY: Final = "SELECT pg_notify(%s, '')"
+WAKE_CHANNEL: Final = "interactions_changes"
+"""The LISTEN/NOTIFY channel every commit that wrote something notifies (``Wakeups``)."""
+_CHANNEL: Final = "SELECT data FROM agent_channels WHERE agent_id = %s"
+_CHANNELS: Final = "SELECT data FROM agent_channels ORDER BY agent_id"
+_INSERT_CHANNEL: Final = (
+    "INSERT INTO agent_channels (agent_id, version, data) VALUES (%s, %s, %s)"
+    " ON CONFLICT (agent_id) DO NOTHING"
+)
+_UPDATE_CHANNEL: Final = (
+    "UPDATE agent_channels SET version = %s, data = %s WHERE agent_id = %s AND version = %s"
+)
+_CHANNEL_VERSION: Final = "SELECT version FROM agent_channels WHERE agent_id = %s"
 _UPDATE: Final = (
     "UPDATE interactions SET version = %s, state = %s, owner = %s, offer_agent = %s,"
     " current_queue = %s, workbin = %s, mailbox = %s, message_id = %s, received_at = %s,"
@@ -268,9 +291,15 @@ class PostgresStore(PostgresOutboxReader):
         rows: dict[str, Interaction],
         notifications: list[tuple[str, str, str]],
         mail: list[OutgoingMail],
+        channels: dict[str, ChannelState] | None = None,
+        channels_expected: dict[str, int] | None = None,
     ) -> None:
         # Everything is serialised before the transaction begins.
         values = {iid: row_values(row) for iid, row in rows.items()}
+        channel_writes = sorted(
+            (agent, (channels_expected or {}).get(agent, 0), state)
+            for agent, state in (channels or {}).items()
+        )
         # Updates and checks, in id order: every commit locks rows in the same order.
         locked: list[tuple[str, int, tuple[Any, ...] | None]] = []
         inserts: list[str] = []
@@ -306,15 +335,55 @@ class PostgresStore(PostgresOutboxReader):
                 actual = None if found is None else int(found[0])
                 if actual != version:
                     raise ConcurrencyConflict(iid, version, actual)
-            if inserts or outbox_rows:
+            for agent, channel_version, state in channel_writes:
+                data = state.model_dump_json()
+                key = text(agent)
+                if channel_version == 0:
+                    written = conn.execute(_INSERT_CHANNEL, (key, state.version, data))
+                else:
+                    written = conn.execute(
+                        _UPDATE_CHANNEL, (state.version, data, key, channel_version)
+                    )
+                if written.rowcount != 1:
+                    found = conn.execute(_CHANNEL_VERSION, (key,)).fetchone()
+                    raise ConcurrencyConflict(
+                        agent, channel_version, int(found[0]) if found is not None else 0
+                    )
+            if inserts or outbox_rows or values or channel_writes:
                 self._lock_outbox(conn)
                 for iid in inserts:
-                    if conn.execute(_INSERT, values[iid]).rowcount != 1:
-                        raise ConcurrencyConflict(iid, 0, _version(conn, iid))
+                    if conn.execute(_INSERT, (*values[iid], rows[iid].ingest_key)).rowcount != 1:
+                        self._refused_insert(conn, iid, rows[iid].ingest_key)
                 with conn.cursor() as cur:
                     for statement, params in outbox_rows:
                         cur.execute(statement, params)
+                    if values:
+                        cur.execute(_MARK_CHANGED, ([text(iid) for iid in values],))
+                    if channel_writes:
+                        cur.execute(
+                            _MARK_CHANNELS_CHANGED, ([text(a) for a, _, _ in channel_writes],)
+                        )
+                    cur.execute(_NOTIFY, (WAKE_CHANNEL,))
             self._before_commit(conn)
+
+    def _refused_insert(self, conn: Connection, iid: str, key: str | None) -> None:
+        """An insert that did nothing: its id exists (a conflict), or its ingest key does."""
+        actual = _version(conn, iid)
+        if actual is not None or key is None:
+            raise ConcurrencyConflict(iid, 0, actual)
+        holder = conn.execute(_BY_INGEST_KEY, (key,)).fetchone()
+        if holder is None:  # the other row went away meanwhile: nothing to point at
+            raise ConcurrencyConflict(iid, 0, None)
+        raise AlreadyIngested(str(holder[0]))
+
+    def _channel(self, agent_id: str) -> ChannelState | None:
+        key = text(agent_id)
+        row = self._db.retryable(lambda c: c.execute(_CHANNEL, (key,)).fetchone())
+        return None if row is None else ChannelState.model_validate_json(row[0])
+
+    def _all_channels(self) -> list[ChannelState]:
+        rows = self._db.retryable(lambda c: c.execute(_CHANNELS).fetchall())
+        return [ChannelState.model_validate_json(data) for (data,) in rows]
 
 
 # ----------------------------------------------------------------------------- unit of work
@@ -424,9 +493,22 @@ class PostgresUnitOfWork(StagedUnitOfWork[tuple[str, str, str]]):
         return self._outbox
 
     def commit(self) -> None:
-        if self._expected or self._notifications or self._mail:
-            self._store._commit(self._expected, self._rows, self._notifications, self._mail)
+        if self._has_writes():
+            self._store._commit(
+                self._expected,
+                self._rows,
+                self._notifications,
+                self._mail,
+                self._channels.rows,
+                self._channels.expected,
+            )
         self._reset()
+
+    def _load_channel(self, agent_id: str) -> ChannelState | None:
+        return self._store._channel(agent_id)
+
+    def _load_channels(self) -> list[ChannelState]:
+        return self._store._all_channels()
 
 
 if TYPE_CHECKING:

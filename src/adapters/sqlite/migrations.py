@@ -183,6 +183,21 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX ix_login_pairs_stale ON login_pairs(stale_s)",
         ),
     ),
+    Migration(
+        5,
+        "agents' channel states; ingested mail unique by its ingest key",
+        (
+            # ports.ChannelState: Ready/NotReady survive a restart.
+            "CREATE TABLE agent_channels ("
+            " agent_id TEXT PRIMARY KEY,"
+            " version INTEGER NOT NULL CHECK (version >= 1),"
+            " data TEXT NOT NULL) WITHOUT ROWID",
+            # intake.ingest_key: a message ingested twice is refused by the index itself.
+            "ALTER TABLE interactions ADD COLUMN ingest_key TEXT",
+            "CREATE UNIQUE INDEX ux_interactions_ingest_key ON interactions(ingest_key)"
+            " WHERE ingest_key IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 from pydantic_core import to_json
 
-from interactions_core.errors import ConcurrencyConflict, Unavailable
+from interactions_core.errors import AlreadyIngested, ConcurrencyConflict, Unavailable
 from interactions_core.ids import SystemClock
 from interactions_core.lifecycle import WAITING_STATES
 from interactions_core.model import Interaction
 from interactions_core.ports import (
+    ChannelState,
     Clock,
     MailEntry,
     Notification,
@@ -81,7 +82,16 @@ _COLUMNS: Final = (
     " received_us, data"
 )
 _INSERT: Final = (
-    f"INSERT INTO interactions (id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO interactions (id, {_COLUMNS}, ingest_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_BY_INGEST_KEY: Final = "SELECT id FROM interactions WHERE ingest_key = ?"
+_CHANNEL: Final = "SELECT data FROM agent_channels WHERE agent_id = ?"
+_CHANNELS: Final = "SELECT data FROM agent_channels ORDER BY agent_id"
+_CHANNEL_VERSION: Final = "SELECT version FROM agent_channels WHERE agent_id = ?"
+_PUT_CHANNEL: Final = (
+    "INSERT INTO agent_channels (agent_id, version, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (agent_id) DO UPDATE SET version = excluded.version, data = excluded.data"
 )
 _UPDATE: Final = (
     "UPDATE interactions SET version = ?, state = ?, owner = ?, offer_agent = ?,"
@@ -527,9 +537,15 @@ class SqliteStore:
         notifications: list[tuple[str, str, str]],
         mail: list[OutgoingMail],
         loaded: dict[str, Interaction] | None = None,
+        channels: dict[str, ChannelState] | None = None,
+        channels_expected: dict[str, int] | None = None,
     ) -> None:
         # Everything serialisable is prepared before the lock is taken.
         values = {iid: row_values(row) for iid, row in rows.items()}
+        channel_rows = [
+            (agent, state.version, state.model_dump_json())
+            for agent, state in (channels or {}).items()
+        ]
         updates = {
             iid: _update(rows[iid], values[iid], (loaded or {}).get(iid), version)
             for iid, version in expected.items()
@@ -554,15 +570,26 @@ class SqliteStore:
                     if actual != version:
                         raise ConcurrencyConflict(iid, version or 0, actual)
                 elif version is None:
+                    key = rows[iid].ingest_key
                     try:
-                        conn.execute(_INSERT, (iid, *values[iid]))
+                        conn.execute(_INSERT, (iid, *values[iid], key))
                     except sqlite3.IntegrityError:
                         actual = _version(conn, iid)
-                        if actual is None:
-                            raise  # not a duplicate id: a real constraint violation
-                        raise ConcurrencyConflict(iid, 0, actual) from None
+                        if actual is not None:
+                            raise ConcurrencyConflict(iid, 0, actual) from None
+                        holder = conn.execute(_BY_INGEST_KEY, (key,)).fetchone()
+                        if key is None or holder is None:
+                            raise  # neither a duplicate id nor key: a real violation
+                        raise AlreadyIngested(str(holder[0])) from None
                 elif conn.execute(*updates[iid]).rowcount != 1:
                     raise ConcurrencyConflict(iid, version, _version(conn, iid))
+            for agent, want in (channels_expected or {}).items():
+                found = conn.execute(_CHANNEL_VERSION, (agent,)).fetchone()
+                actual = int(found[0]) if found is not None else 0
+                if actual != want:
+                    raise ConcurrencyConflict(agent, want, actual)
+            for channel_row in channel_rows:
+                conn.execute(_PUT_CHANNEL, channel_row)
             for sql, outbox_rows in (
                 (_INSERT_NOTIFICATION, notification_rows),
                 (_INSERT_MAIL, mail_rows),
@@ -700,11 +727,25 @@ class SqliteUnitOfWork(StagedUnitOfWork[tuple[str, str, str]]):
         return self._outbox
 
     def commit(self) -> None:
-        if self._expected or self._notifications or self._mail:
+        if self._has_writes():
             self._store._commit(
-                self._expected, self._rows, self._notifications, self._mail, self._loaded
+                self._expected,
+                self._rows,
+                self._notifications,
+                self._mail,
+                self._loaded,
+                self._channels.rows,
+                self._channels.expected,
             )
         self._reset()
+
+    def _load_channel(self, agent_id: str) -> ChannelState | None:
+        found = self._store.connection().execute(_CHANNEL, (agent_id,)).fetchone()
+        return None if found is None else ChannelState.model_validate_json(found[0])
+
+    def _load_channels(self) -> list[ChannelState]:
+        rows = self._store.connection().execute(_CHANNELS).fetchall()
+        return [ChannelState.model_validate_json(data) for (data,) in rows]
 
 
 if TYPE_CHECKING:

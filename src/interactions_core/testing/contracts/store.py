@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from interactions_core.errors import ConcurrencyConflict, OperationNotAllowed
+from interactions_core.errors import AlreadyIngested, ConcurrencyConflict, OperationNotAllowed
 from interactions_core.lifecycle import STATES, WAITING_STATES
 from interactions_core.memory import (
     InMemoryAgentDirectory,
@@ -45,6 +45,8 @@ from interactions_core.operations import parse_operation
 from interactions_core.ports import (
     TOPIC_WORKBINS,
     Agent,
+    ChangeFeed,
+    ChannelState,
     Notification,
     OutgoingMail,
     RawMessage,
@@ -1024,3 +1026,189 @@ class StoreContract(ABC):
             assert parent is not None and parent.version == 3  # the reply did not rewrite it
         listed = service.list_interactions("alice")
         assert [m["id"] for m in listed] == [inbound.id]
+
+    # ------------------------------------------------------------------ channel states
+
+    def put_channel(self, agent_id: str, **fields: Any) -> ChannelState:
+        with self.store.unit_of_work() as uow:
+            before = uow.channels.get(agent_id) or ChannelState(agent_id=agent_id)
+            stored = uow.channels.put(before.model_copy(update=fields))
+            uow.commit()
+        return stored
+
+    def test_channel_states_are_stored_versioned_and_listed_by_agent(self) -> None:
+        with self.store.unit_of_work() as uow:
+            assert uow.channels.get("alice") is None and uow.channels.all() == []
+        first = self.put_channel("bob", ready=True, since=T0)
+        assert (first.version, first.ready, first.since) == (1, True, T0)
+        self.put_channel("alice", ready=False, reason="Lunch")
+        second = self.put_channel("bob", ready=False, reason="Break", since=None)
+        assert second.version == 2
+        with self.store.unit_of_work() as uow:
+            assert uow.channels.get("bob") == second
+            listed = uow.channels.all()
+        assert [(c.agent_id, c.ready, c.reason, c.version) for c in listed] == [
+            ("alice", False, "Lunch", 1),
+            ("bob", False, "Break", 2),
+        ]
+
+    def test_channel_puts_are_read_back_in_their_unit_of_work_and_rolled_back(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.channels.put(ChannelState(agent_id="alice", ready=True))
+            staged = uow.channels.get("alice")
+            assert staged is not None and staged.ready and staged.version == 1
+            assert [c.agent_id for c in uow.channels.all()] == ["alice"]
+        with self.store.unit_of_work() as uow:
+            assert uow.channels.get("alice") is None  # left without commit: nothing stored
+
+    def test_two_channel_changes_from_one_version_conflict_and_the_loser_writes_nothing(
+        self,
+    ) -> None:
+        self.put_channel("alice", ready=False)
+        with self.store.unit_of_work() as a, self.store.unit_of_work() as b:
+            loaded_a = a.channels.get("alice")
+            loaded_b = b.channels.get("alice")
+            assert loaded_a is not None and loaded_b is not None
+            a.channels.put(loaded_a.model_copy(update={"ready": True}))
+            a.outbox.add_notification(note("alice", "a"))
+            a.commit()
+            b.channels.put(loaded_b.model_copy(update={"reason": "Lunch"}))
+            b.outbox.add_notification(note("alice", "b"))
+            with pytest.raises(ConcurrencyConflict):
+                b.commit()
+        with self.store.unit_of_work() as uow:
+            stored = uow.channels.get("alice")
+        assert stored is not None and (stored.ready, stored.reason, stored.version) == (
+            True,
+            None,
+            2,
+        )
+        texts = [n.to_wire()["text"] for n in self.store.pending_notifications()]
+        assert texts == ["a"]
+
+    def test_two_first_channel_states_of_one_agent_conflict(self) -> None:
+        with self.store.unit_of_work() as a, self.store.unit_of_work() as b:
+            a.channels.put(ChannelState(agent_id="alice", ready=True))
+            b.channels.put(ChannelState(agent_id="alice", reason="Lunch"))
+            a.commit()
+            with pytest.raises(ConcurrencyConflict):
+                b.commit()
+        with self.store.unit_of_work() as uow:
+            stored = uow.channels.get("alice")
+        assert stored is not None and stored.ready and stored.version == 1
+
+    def test_a_channel_state_and_an_interaction_commit_together_or_not_at_all(self) -> None:
+        [stored] = self.add(interaction("I1"))
+        self.change("I1", state="Accepted")
+        with self.store.unit_of_work() as uow:
+            uow.channels.put(ChannelState(agent_id="alice", ready=True))
+            uow.interactions.update(stored.model_copy(update={"state": "Revoked"}))  # stale
+            with pytest.raises(ConcurrencyConflict):
+                uow.commit()
+        with self.store.unit_of_work() as uow:
+            assert uow.channels.get("alice") is None
+
+    # ------------------------------------------------------------------ unique ingestion
+
+    def test_a_second_interaction_with_an_ingest_key_is_refused_naming_the_first(self) -> None:
+        self.add(interaction("I1", ingest_key="k1"), interaction("I2", ingest_key="k2"))
+        with self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I3", ingest_key="k1"))
+            uow.outbox.add_notification(note("alice", "lost"))
+            with pytest.raises(AlreadyIngested) as refused:
+                uow.commit()
+        assert refused.value.existing_id == "I1"
+        assert self.get("I3") is None
+        assert self.store.pending_notifications() == []
+        self.add(interaction("I4"), interaction("I5"))  # no key: never unique
+
+    def test_two_units_of_work_adding_one_ingest_key_at_once_store_one(self) -> None:
+        with self.store.unit_of_work() as a, self.store.unit_of_work() as b:
+            a.interactions.add(interaction("I1", ingest_key="same"))
+            b.interactions.add(interaction("I2", ingest_key="same"))
+            a.commit()
+            with pytest.raises(AlreadyIngested):
+                b.commit()
+        assert self.get("I1") is not None and self.get("I2") is None
+
+    def test_one_unit_of_work_adding_one_ingest_key_twice_is_refused(self) -> None:
+        with self.store.unit_of_work() as uow:
+            uow.interactions.add(interaction("I1", ingest_key="same"))
+            uow.interactions.add(interaction("I2", ingest_key="same"))
+            with pytest.raises(AlreadyIngested):
+                uow.commit()
+        assert self.get("I1") is None and self.get("I2") is None
+
+    # ------------------------------------------------------------------ change feed
+
+    @property
+    def feed(self) -> ChangeFeed:
+        store = self.store
+        if not isinstance(store, ChangeFeed):
+            pytest.skip(f"{type(store).__name__} has no change feed (one process per store)")
+        return store
+
+    def test_the_feed_lists_what_commits_wrote_once_each_as_it_is_now(self) -> None:
+        feed = self.feed
+        start = feed.feed_position()
+        self.add(interaction("I1"), interaction("I2"))
+        self.change("I1", state="Accepted")
+        self.put_channel("alice", ready=True)
+        changes = feed.changes_since(start)
+        assert [(i.id, i.version) for i in changes.interactions] == [("I2", 1), ("I1", 2)]
+        assert [(c.agent_id, c.ready) for c in changes.channels] == [("alice", True)]
+        assert changes.position > start
+        assert changes.position <= feed.feed_position()
+        again = feed.changes_since(changes.position)
+        assert (again.interactions, again.channels, again.position) == ([], [], changes.position)
+        self.change("I2", state="Accepted")
+        later = feed.changes_since(changes.position)
+        assert [(i.id, i.version) for i in later.interactions] == [("I2", 2)]
+
+    def test_the_feed_reads_on_after_a_limit_without_skipping(self) -> None:
+        feed = self.feed
+        start = feed.feed_position()
+        for n in range(5):
+            self.add(interaction(f"I{n}"))
+        seen: list[str] = []
+        position = start
+        while True:
+            changes = feed.changes_since(position, limit=2)
+            assert len(changes.interactions) <= 2
+            seen += [i.id for i in changes.interactions]
+            if not changes.interactions:
+                break
+            position = changes.position
+        assert seen == [f"I{n}" for n in range(5)]
+
+    def test_a_failed_commit_is_not_in_the_feed(self) -> None:
+        feed = self.feed
+        [stored] = self.add(interaction("I1"))
+        start = feed.feed_position()
+        self.change("I1", state="Accepted")
+        with self.store.unit_of_work() as uow:
+            uow.interactions.update(stored)  # stale
+            uow.interactions.add(interaction("I2"))
+            with pytest.raises(ConcurrencyConflict):
+                uow.commit()
+        assert [(i.id, i.version) for i in feed.changes_since(start).interactions] == [("I1", 2)]
+
+    def test_notifications_after_lists_every_agents_published_or_not(self) -> None:
+        feed = self.feed
+        start = feed.feed_position()
+        self.notify("a1", agent_id="alice")
+        self.notify("b1", agent_id="bob")
+        self.notify("a2", agent_id="alice")
+        first = self.store.pending_notifications()[0]
+        self.store.mark_notifications_done([first.seq])
+        found = feed.notifications_after(start)
+        assert [(n.agent_id, n.to_wire()["text"]) for n in found] == [
+            ("alice", "a1"),
+            ("bob", "b1"),
+            ("alice", "a2"),
+        ]
+        seqs = [n.seq for n in found]
+        assert seqs == sorted(seqs) and seqs[0] > start
+        assert seqs[-1] <= feed.feed_position()
+        assert [n.to_wire()["text"] for n in feed.notifications_after(seqs[0], limit=1)] == ["b1"]
+        assert feed.notifications_after(seqs[-1]) == []
