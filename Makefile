@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CHECKED := src tests benchmarks examples
+CHECKED := src tests benchmarks examples deploy
 
-.PHONY: install node-deps serve example test lint bench diagram clean
+.PHONY: install node-deps serve cluster example test lint bench diagram clean
 
 install: $(VENV)/.installed
 
@@ -16,18 +16,27 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # What the tests need beyond Python: Node.js for the official CometD JavaScript client, openssl
-# for the SMTP TLS tests' certificates, and PostgreSQL's server (the tests start a throwaway
-# cluster of their own, tests/pgcluster.py); installed with apt-get when missing.
+# for the SMTP TLS tests' certificates, PostgreSQL's server (the tests start a throwaway
+# cluster of their own, tests/pgcluster.py) and HAProxy (tests/cluster, make cluster);
+# installed with apt-get when missing.
 node-deps:
 	@command -v node >/dev/null && command -v npm >/dev/null && command -v openssl >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq nodejs npm openssl >/dev/null)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null)
 	@test -d tests/cometd/js/node_modules/cometd-nodejs-client || \
 		(cd tests/cometd/js && npm ci --no-audit --no-fund --loglevel=error)
 
 serve: install
 	$(BIN)/interactions serve
+
+# Two `interactions serve` processes on a throwaway PostgreSQL behind HAProxy, in the
+# foreground (deploy/cluster.py; Ctrl-C stops it all). `deploy/cluster.py --check` runs the
+# README walkthrough through HAProxy and stops.
+cluster: install node-deps
+	$(BIN)/python deploy/cluster.py
 
 example: install
 	$(BIN)/python examples/quickstart.py

@@ -12,20 +12,17 @@ and so is what the killed process had queued for the client but not yet written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from test_server import JS_DIR, ServerProcess, deliver, ensure_node_modules, free_port
+from test_server import ServerProcess, deliver, free_port
 
 from adapters.server.agents import add_agent
+from jsfollow import Writer, follower
 
 AUTH = ("alice", "alice-pw")
 RATE = 25  # state changes per second
@@ -52,94 +49,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.start()
     yield process
     process.stop()
-
-
-class Writer(threading.Thread):
-    """UpdateProperties ``userData.n = 1, 2, 3...`` at ``RATE``/s; ``acked``: the values whose
-    request was answered ok (so committed). A failed request (server down) is retried with the
-    same value until it is answered."""
-
-    def __init__(self, base: str, interaction_id: str) -> None:
-        super().__init__(daemon=True)
-        self.url = f"{base}/me/interactions/{interaction_id}"
-        self.acked: list[int] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        n = 1
-        with httpx.Client(auth=AUTH, timeout=5) as http:
-            while not self.halt.is_set():
-                body = {"operationName": "UpdateProperties", "userData": {"n": n}}
-                try:
-                    ok = http.post(self.url, json=body).json() == {"status": "ok"}
-                except (httpx.HTTPError, ValueError):
-                    ok = False
-                if ok:
-                    self.acked.append(n)
-                    n += 1
-                self.halt.wait(1 / RATE if ok else 0.05)
-
-    def count(self) -> int:
-        return len(self.acked)
-
-
-class Follower:
-    """``tests/cometd/js/follow.mjs``: its events (JSON lines) collected as they come."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.events: list[dict[str, Any]] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            self.events.append(json.loads(line))
-
-    async def wait_for(self, predicate: Callable[[], bool], what: str, limit: float = 30) -> None:
-        """Until ``predicate()`` holds (``limit`` only guards against a hang)."""
-        deadline = time.monotonic() + limit
-        while not predicate():
-            assert self.process.returncode is None, f"the Node client exited: {self.events}"
-            assert time.monotonic() < deadline, f"{what}; events: {self.events[-20:]}"
-            await asyncio.sleep(0.05)
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind]
-
-    async def close(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-        await self.process.wait()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-
-
-@contextlib.asynccontextmanager
-async def follower(server: ServerProcess, transport: str) -> AsyncIterator[Follower]:
-    ensure_node_modules()
-    config = {
-        "url": f"http://127.0.0.1:{server.http_port}/api/v2/notifications",
-        "api": server.base,
-        "user": AUTH[0],
-        "password": AUTH[1],
-        "transport": transport,
-        "subscribe": ["/me/interactions"],
-    }
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(JS_DIR / "follow.mjs"),
-        json.dumps(config),
-        stdout=asyncio.subprocess.PIPE,
-        cwd=JS_DIR,
-        env={**os.environ, "NODE_NO_WARNINGS": "1"},
-    )
-    client = Follower(process)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def accepted_interaction(server: ServerProcess) -> str:
@@ -174,11 +83,12 @@ async def test_every_committed_change_reaches_the_client_across_restarts(
     server: ServerProcess, transport: str
 ) -> None:
     iid = await accepted_interaction(server)
-    async with follower(server, transport) as client:
+    url = f"http://127.0.0.1:{server.http_port}/api/v2/notifications"
+    async with follower(url, server.base, AUTH, transport) as client:
         await client.wait_for(
             lambda: any(e["successful"] for e in client.of("subscribed")), "never subscribed"
         )
-        writer = Writer(server.base, iid)
+        writer = Writer(server.base, iid, AUTH, RATE)
         writer.start()
         try:
             await run_for(writer, RATE)

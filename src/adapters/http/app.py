@@ -8,13 +8,17 @@ still shows the union with its discriminator and an example per operation.
 Status codes: 400 bad request, 401 not authenticated, 403 CSRF, 404 unknown or not the agent's,
 409 not allowed in this state or a version conflict, 413 too large, 429 too many failed logins,
 503 store busy.
+
+``GET /health`` (outside ``/api/v2``, unauthenticated) says whether this process should get
+traffic: for a load balancer's health checks and for operators (docs/http.md, health).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -33,6 +37,9 @@ from interactions_core.results import Result
 from ..runtime import CoreRunner
 from . import uploads
 from .auth import SESSION_COOKIE, AuthError, AuthResult, HttpAuth
+
+if TYPE_CHECKING:  # a type only: adapters never import the composition root (test_layers)
+    from ..server.node import NodeStatus
 
 API = "/api/v2"
 STATUS = {
@@ -142,6 +149,12 @@ def from_result(result: Result) -> JSONResponse:
     return JSONResponse(dict(result), status_code=status)
 
 
+HEALTH_PATH = "/health"
+HEALTH_TIMEOUT_S = 2.5
+"""The longest ``GET /health`` waits for the database check (which bounds itself at 2 s)."""
+RUNNING_ROLES = ("leader", "follower")
+
+
 class Api:
     """Everything the routes need: the engine (called on the core thread), authentication,
     limits."""
@@ -154,12 +167,24 @@ class Api:
         *,
         max_body_bytes: int = 1024 * 1024,
         max_attachment_bytes: int = 25 * 1024 * 1024,
+        node: NodeStatus | None = None,
+        check_database: Callable[[], Awaitable[None]] | None = None,
+        health_timeout: float = HEALTH_TIMEOUT_S,
     ) -> None:
+        """``node``: this process in a cluster (its id, role and notification tail), shown by
+        ``GET /health``; without one the process counts as running. ``check_database``:
+        returns when the database answered, raises (its message: why not) when it did not; it
+        should bound itself (``adapters.server.health``), and ``GET /health`` gives up on it
+        after ``health_timeout`` seconds anyway. Without one the database counts as reachable.
+        """
         self.core = core
         self.engine = engine
         self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.max_attachment_bytes = max_attachment_bytes
+        self.node = node
+        self.check_database = check_database
+        self.health_timeout = health_timeout
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -213,6 +238,14 @@ def create_app(
             by_alias=True, ref_template="#/components/schemas/{model}"
         )
         return found, found.pop("$defs", {})
+
+    # Not in the OpenAPI document: it is no part of the agent API, needs no credentials, and
+    # answers 503 by design (starting, stopping, database down), which an API checker would
+    # report as a server error. Documented in docs/http.md.
+    @app.get(HEALTH_PATH, include_in_schema=False, response_model=None)
+    async def health() -> Response:
+        status, body = await health_report(api)
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
     registry = api.engine.registry
     union_schema, union_defs = schema_of(registry.union())
@@ -409,6 +442,48 @@ def create_app(
 
     app.extra_schemas = union_defs
     return app
+
+
+async def health_report(api: Api) -> tuple[int, dict[str, Any]]:
+    """``GET /health``'s status and body: 200 when the database answered and the process is
+    running (``leader`` or ``follower``), 503 otherwise (``starting``, ``stopping``, the
+    database unreachable or not answering within ``api.health_timeout``)."""
+    database = "ok"
+    if api.check_database is not None:
+        try:
+            await asyncio.wait_for(api.check_database(), api.health_timeout)
+        except TimeoutError:
+            database = f"unreachable: no answer within {api.health_timeout:g} s"
+        except Exception as exc:
+            database = f"unreachable: {_first_line(exc)}"
+    node = api.node
+    role = node.role if node is not None else None
+    running = node is None or role in RUNNING_ROLES
+    body: dict[str, Any] = {
+        "status": "ok" if running and database == "ok" else "error",
+        "node": node.node_id if node is not None else None,
+        "role": role,
+        "database": database,
+        "tail": None
+        if node is None
+        else {
+            "position": node.tail_position,
+            "lag": node.tail_lag,
+            "ageSeconds": round(node.tail_age(), 3),
+        },
+    }
+    if body["status"] != "ok":
+        problems = [] if running else [f"the process is {role}"]
+        if database != "ok":
+            problems.append(f"the database is {database}")
+        body["errorDescription"] = "; ".join(problems)
+        return 503, body
+    return 200, body
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 class AuthMiddleware:

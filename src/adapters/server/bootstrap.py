@@ -25,6 +25,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -39,6 +40,7 @@ from interactions_core.model import Interaction
 from interactions_core.outbox import RetryPolicy
 from interactions_core.ports import (
     AttachmentStore,
+    ChangeFeed,
     MailEntry,
     NotificationBacklog,
     Notifier,
@@ -63,7 +65,10 @@ from ..smtp import (
     SmtpTransport,
 )
 from .agents import AgentRecord, FileAgentDirectory, PasswordDirectory, hash_password
+from .cluster import Cluster
 from .database import attachment_limit, open_attachments, open_store
+from .health import database_check
+from .node import NodeStatus
 from .settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -84,9 +89,13 @@ class Server:
     timer: RouterTimer
     purger: NotificationPurger
     ingest: Callable[[bytes, Envelope, str], IngestResult]
+    node: NodeStatus  # this process in a cluster: id, role, notification tail (GET /health)
     app: FastAPI = field(init=False)  # the HTTP API (what TestClient and OpenAPI see)
     asgi: ASGIApp = field(init=False)  # what uvicorn serves: CometD in front of ``app``
     demo_passwords: dict[str, str] = field(default_factory=dict)
+    # Several processes on one PostgreSQL: leadership, the notification tail, wake-ups
+    # (adapters.server.cluster). None: this process alone (SQLite), leading from the start.
+    cluster: Cluster | None = None
 
     @property
     def store(self) -> Store:
@@ -111,12 +120,20 @@ class Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         await self.cometd.start()
-        await self.core.run(self.engine.start)
-        self.core.on_change(self.notifications.wake)
+        cluster = self.cluster
+        if cluster is None:
+            await self.core.run(self.engine.start)
+            self.node.role = "leader"
+            self.core.on_change(self.notifications.wake)
+        else:
+            await self.core.run(partial(self.engine.start, lead=False))
         # Mail is queued only by Send: wake the mail dispatcher for those commits alone (it
         # also polls), instead of after every call into the core.
         self.service.subscribe(self._wake_mail_on_send)
-        await self.notifications.start()
+        if cluster is None:
+            await self.notifications.start()
+        else:
+            await cluster.start()
         await self.mail.start()
         await self.timer.start()
         await self.purger.start()
@@ -128,12 +145,17 @@ class Server:
         try:
             yield
         finally:
+            if cluster is not None:
+                await cluster.step_down()  # another process takes over while this one ends
             await self.receiver.stop()
             await self.purger.stop()
             await self.timer.stop()
             await self.mail.stop()
             await self.mail.transport.close()
-            await self.notifications.stop()
+            if cluster is None:
+                await self.notifications.stop()
+            else:
+                await cluster.stop()
             await self.cometd.stop()
             self.core.shutdown()
             self.engine.close()
@@ -330,6 +352,7 @@ def build(
         core.run_blocking(engine.service.mail_failed, entry.mail.interaction_id, reason)
 
     recipients = {m: m for m in settings.mailboxes} | dict(settings.catch_all)
+    node = NodeStatus(settings.node_id)
     server = Server(
         settings=settings,
         engine=engine,
@@ -350,9 +373,13 @@ def build(
         ),
         timer=RouterTimer(core, engine),
         purger=NotificationPurger(
-            core, engine, timedelta(seconds=settings.notification_retention_seconds)
+            core,
+            engine,
+            timedelta(seconds=settings.notification_retention_seconds),
+            active=lambda: engine.leading,  # in a cluster, the leader purges
         ),
         ingest=ingest,
+        node=node,
         demo_passwords=passwords,
     )
     api = Api(
@@ -361,7 +388,20 @@ def build(
         auth,
         max_body_bytes=settings.max_body_bytes,
         max_attachment_bytes=settings.max_attachment_bytes,
+        node=node,
+        check_database=database_check(store),
     )
+    if settings.database_url is not None and isinstance(store, ChangeFeed):
+        server.cluster = Cluster.build(
+            engine,
+            core,
+            node,
+            notifier if notifier is not None else cometd.notifier,
+            settings.database_url.secret(),
+            application_name=settings.database_application_name,
+            connect_timeout_s=settings.database_connect_timeout_seconds,
+            check_interval_s=settings.leader_check_interval_seconds,
+        )
     server.app = create_app(api, lifespan=server.lifespan)
     # CometD in front of the app, not mounted inside it: a held long-poll then keeps one small
     # frame suspended instead of the app's middleware and router (docs/performance.md, CometD).

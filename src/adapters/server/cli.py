@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import logging.config
 import smtplib
 import sys
 from email.message import EmailMessage
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--smtp-port", type=int, help="inbound SMTP port (default 2525)")
+    serve.add_argument(
+        "--node-id",
+        help="this process's name in a cluster, in every log line and GET /health"
+        " (default <host>-<HTTP port>)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -116,6 +122,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("host", "http_host"),
         ("port", "http_port"),
         ("smtp_port", "smtp_listen_port"),
+        ("node_id", "node_id"),
     ):
         if getattr(args, option, None) is not None:
             overrides[name] = getattr(args, option)
@@ -134,12 +141,16 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, **_overrides(args))
+    except ConfigurationError as exc:
+        return _fail(exc, 2)
+    # Before anything is built, so that every line the server logs names the node.
+    logging.config.dictConfig(logging_config(settings.node_id, args.log_level))
+    try:
         server = build(settings)
     except CannotOpenDatabase as exc:
         return _fail(exc, 1)
     except (ConfigurationError, AgentDirectoryError) as exc:
         return _fail(exc, 2)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.http_host}:{settings.http_port}"
     lines = [
         "interactions-core server",
@@ -148,6 +159,7 @@ def serve(args: argparse.Namespace) -> int:
         f"  inbound SMTP   {settings.smtp_listen_host}:{settings.smtp_listen_port}  "
         f"(mailboxes: {', '.join(settings.mailboxes)})",
         f"  database       {describe(settings)}",
+        f"  node           {settings.node_id}  (health: {base}/health)",
     ]
     if settings.relay is None:
         lines.append(f"  outgoing mail  Maildir {settings.maildir_path}/new  (no relay configured)")
@@ -182,14 +194,67 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class NodeFilter(logging.Filter):
+    """Gives every record a ``node`` attribute (``%(node)s`` in the format): the node id."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node
+        return True
+
+
+LOG_FORMAT = "%(levelname)s [%(node)s] %(name)s: %(message)s"
+
+
+def logging_config(node_id: str, level: str = "info") -> dict[str, Any]:
+    """``serve``'s logging (``logging.config.dictConfig``): one handler on stderr, its filter
+    adding the node id to every record, whoever logs it (the server's modules, uvicorn,
+    libraries). uvicorn's loggers propagate to it (``uvicorn_config`` then leaves the logging
+    alone), its access lines included."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"node": {"()": NodeFilter, "node": node_id}},
+        "formatters": {"node": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "node",
+                "filters": ["node"],
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            **{
+                name: {"handlers": [], "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # Libraries' per-step chatter at INFO (a line per state callback, a line per SMTP
+            # command): their warnings and errors only, whatever the level.
+            **{name: {"level": "WARNING"} for name in ("transitions", "mail.log")},
+        },
+    }
+
+
 def uvicorn_config(
-    app: ASGIApp, settings: Settings, *, log_level: str = "info", access_log: bool = False
+    app: ASGIApp,
+    settings: Settings,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+    log_config: dict[str, Any] | None = None,
 ) -> uvicorn.Config:
     """How ``serve`` runs ``app``. Forwarded headers are believed only from
     ``settings.trusted_proxies``: uvicorn's default would trust 127.0.0.1 and ::1 (or the
     ``FORWARDED_ALLOW_IPS`` variable), so the trust is always given explicitly, empty when none
     is configured. With proxies, uvicorn rewrites the client (for its logs and
-    ``X-Forwarded-Proto``) by the same rule ``HttpAuth`` applies again (``client_address``)."""
+    ``X-Forwarded-Proto``) by the same rule ``HttpAuth`` applies again (``client_address``).
+    ``log_config``: given to uvicorn, which then configures the logging with it; None (what
+    ``serve`` passes, having configured it with ``logging_config``) leaves the logging alone."""
     import uvicorn
 
     return uvicorn.Config(
@@ -200,6 +265,7 @@ def uvicorn_config(
         lifespan="on",
         access_log=access_log,
         timeout_graceful_shutdown=10,
+        log_config=log_config,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
     )

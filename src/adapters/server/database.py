@@ -282,6 +282,7 @@ class PostgresOptions:
     statement_timeout_ms: int
     application_name: str
     connect_timeout_s: float
+    mail_lease_s: float = 300.0
 
     @classmethod
     def of(cls, settings: Settings) -> PostgresOptions:
@@ -290,6 +291,7 @@ class PostgresOptions:
             statement_timeout_ms=settings.database_statement_timeout_ms,
             application_name=settings.database_application_name,
             connect_timeout_s=settings.database_connect_timeout_seconds,
+            mail_lease_s=settings.mail_lease_seconds,
         )
 
     @property
@@ -332,6 +334,7 @@ def open_store(settings: Settings, clock: Clock) -> Store:
             statement_timeout_ms=options.statement_timeout_ms,
             application_name=options.application_name,
             connect_timeout_s=options.connect_timeout_s,
+            mail_lease_seconds=options.mail_lease_s,
             migrate=True,
         )
     except open_failures(postgres) as exc:

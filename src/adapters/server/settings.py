@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,6 +37,9 @@ from interactions_core.addresses import validate_address
 from interactions_core.errors import InvalidAddress
 
 from .database import PostgresUrl, parse_database
+from .node import derive_node_id
+
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 
 class RelaySettings(BaseModel):
@@ -81,6 +85,12 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(30_000, ge=0, le=24 * 3_600_000)
     database_application_name: str = Field("interactions", min_length=1, max_length=63)
     database_connect_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    # Several processes on one PostgreSQL (docs/deployment.md): how often a follower tries the
+    # leader lock and the leader checks it holds it; the failover time is about this.
+    leader_check_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # How long a mail one process took from the outbox stays its own (PostgreSQL): when that
+    # process dies, another sends the mail after this. It must outlast one delivery attempt.
+    mail_lease_seconds: float = Field(300.0, ge=5, le=86_400)
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     sqlite_cache_size: int = Field(256, ge=0, le=1_000_000)  # rows kept by version; 0 = off
     attachments_dir: Path | None = None  # default: <data_dir>/attachments
@@ -88,6 +98,9 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
+    # This process's name in a cluster: in every log line and in GET /health. Empty (the
+    # default): ``<host>-<http_port>`` (``node.derive_node_id``), stable across restarts.
+    node_id: str = Field("", max_length=63)
     csrf: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Failed logins (docs/http.md, Authentication): per (client address, name), this many are
@@ -179,6 +192,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("node_id")
+    @classmethod
+    def _plain_node_id(cls, value: str) -> str:
+        """One token an operator can grep for in logs and a proxy's status page."""
+        value = value.strip()
+        if value and not _NODE_ID.fullmatch(value):
+            raise ValueError("letters, digits and . _ : - only, starting with a letter or a digit")
+        return value
+
     @field_validator("database_application_name")
     @classmethod
     def _printable_application_name(cls, value: str) -> str:
@@ -195,6 +217,27 @@ class Settings(BaseSettings):
         if start is not None and value < start:
             raise ValueError(f"must not be less than login_backoff_seconds ({start})")
         return value
+
+    @model_validator(mode="after")
+    def _derived_node_id(self) -> Settings:
+        """No ``node_id`` given: ``<host>-<http_port>``. Written past pydantic's bookkeeping,
+        so the derived value does not count as set: ``load_settings`` merges only what was
+        given, and a port given later derives its own id."""
+        if not self.node_id:
+            self.__dict__["node_id"] = derive_node_id(self.http_port)
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> Settings:
+        """A lease shorter than one attempt would let a second process send a mail that the
+        first is still handing over."""
+        relay = self.relay
+        if relay is not None and self.mail_lease_seconds < 2 * relay.timeout_seconds:
+            raise ValueError(
+                f"mail_lease_seconds ({self.mail_lease_seconds:g}) must be at least twice "
+                f"relay.timeout_seconds ({relay.timeout_seconds:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _catch_all_targets_are_mailboxes(self) -> Settings:

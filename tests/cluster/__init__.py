@@ -1,0 +1,1 @@
+"""Several ``interactions serve`` processes on one PostgreSQL database behind HAProxy."""
