@@ -88,7 +88,7 @@ def banner(cluster: Cluster, dsn: str, passwords: dict[str, str]) -> str:
         "Try it (README.md, two-minute walkthrough), in another terminal:",
         f"  PW='{passwords['alice']}'",
         f"  API={base}/api/v2",
-        "  alias api='curl -s -u alice:$PW -H \"Content-Type: application/json\"'",
+        '  api() { curl -s -u "alice:$PW" -H "Content-Type: application/json" "$@"; echo; }',
         '  api -X POST $API/me/channels/email -d \'{"operationName":"Ready"}\'',
         f"  .venv/bin/interactions send-test-mail --port {cluster.smtp_port(0)}"
         "      # any node's SMTP port",

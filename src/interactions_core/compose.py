@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .addresses import dedupe, unseen
+from .ingest.html import html_to_text
 from .model import (
     HEADER_BREAKS,
     Address,
@@ -48,6 +49,7 @@ __all__ = [
     "forward_header_html",
     "forward_header_text",
     "forward_subject",
+    "html_to_text",
     "quote_html",
     "quote_text",
     "reply_recipients",

@@ -235,6 +235,10 @@ def send(ctx: Context, i: Interaction, op: Send) -> None:
             update["html"] = ""
         if given.structured_text is not None:
             update["html"] = given.structured_text
+            if given.text is None and given.structured_text:
+                # New HTML without new text: the text part is read from the new HTML, never
+                # the composed draft's text, which says what the HTML said before the edit.
+                update["text"] = compose.html_to_text(given.structured_text)
     now = service.clock.now()
     # Message-ID fixed now, before the first delivery attempt: a retry is the same message.
     message_id = i.email.message_id or service.ids.message_id(service.config.message_id_domain)

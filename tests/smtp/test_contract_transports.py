@@ -2,8 +2,9 @@
 
 SMTP: a real ``aiosmtpd`` relay (``conftest.Sink``), read back as it received each message
 (envelope included); the unreachable peer is a loopback port nobody listens on. Maildir: the
-files in ``new/``, read with the stdlib ``mailbox`` module; the unreachable peer is a Maildir
-whose folder was replaced by a file after the transport was made.
+files in ``new/``, read with the stdlib ``mailbox`` module, with the recipients of each from its
+envelope sidecar (``envelope/<key>.json``); the unreachable peer is a Maildir whose folder was
+replaced by a file after the transport was made.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from adapters.smtp import MaildirTransport, RelayConfig, SmtpTransport
+from adapters.smtp.maildir import read_envelope
 from interactions_core.ports import AttachmentStore
 from interactions_core.testing.contracts import (
     AsyncMailTransport,
@@ -76,4 +78,8 @@ class TestMaildirTransport(AsyncMailTransportContract):
         if not self.folder.is_dir():
             return []
         box = mailbox.Maildir(self.folder, factory=None, create=False)
-        return [DeliveredMail.parse(box.get_bytes(key)) for key in box.iterkeys()]
+        # The envelope sidecar gives each message its recipients, as an SMTP peer's RCPT TO.
+        return [
+            DeliveredMail.parse(box.get_bytes(key), read_envelope(self.folder, key)["rcpt_to"])
+            for key in box.iterkeys()
+        ]

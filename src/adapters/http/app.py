@@ -34,8 +34,9 @@ from interactions_core.errors import InteractionsError, InvalidRequest, TooLarge
 from interactions_core.operations import CreateEmail, parse_json
 from interactions_core.results import Result
 
+from ..eventlog import logged
 from ..runtime import CoreRunner
-from . import uploads
+from . import docs, errors, uploads
 from .auth import SESSION_COOKIE, AuthError, AuthResult, HttpAuth
 
 if TYPE_CHECKING:  # a type only: adapters never import the composition root (test_layers)
@@ -57,9 +58,7 @@ class OkResponse(BaseModel):
     status: str = "ok"
 
 
-class ErrorResponse(BaseModel):
-    status: str = "error"
-    errorDescription: str
+ErrorResponse = errors.ErrorResponse  # the seed's error shape (every error answers it)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -130,7 +129,7 @@ class _App(FastAPI):
         components.setdefault("schemas", {}).update(self.extra_schemas)
         components["securitySchemes"] = {"basic": {"type": "http", "scheme": "basic"}}
         schema["security"] = [{"basic": []}]
-        return schema
+        return errors.declare_errors(schema)  # 400, never FastAPI's 422 (errors.py)
 
 
 def error(status: int, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -216,8 +215,11 @@ def create_app(
         description="GWS-style agent API for e-mail interactions. Results arrive as CometD "
         "notifications on /api/v2/notifications (channel /me/interactions).",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's pages load from a CDN: docs.py serves them offline
+        redoc_url=None,
     )
+    errors.install(app)  # FastAPI's own errors (404, 405, validation) in the seed's shape
+    docs.add_docs(app)
 
     app.add_middleware(AuthMiddleware, auth=api.auth)
 
@@ -231,7 +233,8 @@ def create_app(
         except InteractionsError as exc:
             return from_domain(exc)
         agent = agent_of(request)
-        return from_result(await api.core.run(api.engine.execute, agent, interaction_id, body))
+        call = api.core.run(api.engine.execute, agent, interaction_id, body)
+        return from_result(await logged(call, agent, body, interaction_id=interaction_id))
 
     def schema_of(shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         found = TypeAdapter(shape).json_schema(
@@ -318,7 +321,7 @@ def create_app(
         response_model=None,
         summary="Upload an attachment (multipart form field 'attachment') to a draft",
         description="With the optional form field 'contentId', the draft's HTML can show the "
-        'upload inline as <img src="cid:...">: it is sent beside the HTML (multipart/related).',
+        'upload inline as `<img src="cid:...">`: it is sent beside the HTML (multipart/related).',
         openapi_extra=uploads.OPENAPI,
     )
     async def upload_attachment(interaction_id: str, request: Request) -> Response:
@@ -412,7 +415,8 @@ def create_app(
         except InteractionsError as exc:
             return from_domain(exc)
         agent = agent_of(request)
-        return from_result(await api.core.run(api.engine.set_channel_state, agent, body, channel))
+        call = api.core.run(api.engine.set_channel_state, agent, body, channel)
+        return from_result(await logged(call, agent, body, channel=channel))
 
     @app.get(API + "/me", responses=ok_doc, response_model=None)
     async def me(request: Request) -> Response:

@@ -53,8 +53,8 @@ OPENAPI: Final[dict[str, Any]] = {
                         CONTENT_ID: {
                             "type": "string",
                             "maxLength": CONTENT_ID_MAX,
-                            "description": "For an image the draft's HTML shows as <img src=\"cid:"
-                            '...">: one token of visible ASCII (brackets allowed).',
+                            "description": "For an image the draft's HTML shows as `<img src=\"cid:"
+                            '...">`: one token of visible ASCII (brackets allowed).',
                         },
                     },
                     "required": [FIELD],

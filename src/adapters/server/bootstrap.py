@@ -403,6 +403,7 @@ def build(
             check_interval_s=settings.leader_check_interval_seconds,
         )
     server.app = create_app(api, lifespan=server.lifespan)
+
     # CometD in front of the app, not mounted inside it: a held long-poll then keeps one small
     # frame suspended instead of the app's middleware and router (docs/performance.md, CometD).
     server.asgi = CometdApp(cometd, server.app, NOTIFICATIONS_PATH)

@@ -22,11 +22,13 @@ from interactions_core.errors import InteractionsError
 
 from .agents import AgentDirectoryError, add_agent
 from .database import CannotOpenDatabase, describe
-from .settings import ConfigurationError, Settings, load_settings
+from .settings import ConfigurationError, Settings, load_settings, reachable_host
 
 if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
+
+_log = logging.getLogger("adapters.server.cli")  # also when run as ``python -m``
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         " (default <host>-<HTTP port>)",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default): one line per record; json: one JSON object per line, with the"
+        " records' structured fields, for log shippers",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
     migrate = commands.add_parser(
@@ -90,10 +99,20 @@ def _parser() -> argparse.ArgumentParser:
         "file", nargs="?", help="write a Markdown page here (e.g. docs/lifecycle.md)"
     )
 
-    mail = commands.add_parser("send-test-mail", help="deliver a sample mail over SMTP")
-    mail.add_argument("--host", default="127.0.0.1")
-    mail.add_argument("--port", type=int, default=2525)
-    mail.add_argument("--to", default="support@example.com")
+    mail = commands.add_parser(
+        "send-test-mail",
+        help="deliver a sample mail over SMTP to the server's receiver",
+        description="Deliver a sample customer mail to the inbound SMTP receiver that serve"
+        " runs with the same configuration (--config or INTERACTIONS_CONFIG, then the"
+        " INTERACTIONS_* variables): to its listen address and port, for the first configured"
+        " mailbox. The options given win.",
+    )
+    mail.add_argument("--config", type=Path, help="a JSON or TOML settings file (as serve's)")
+    mail.add_argument(
+        "--host", help="the SMTP server (default: smtp_listen_host; loopback for a wildcard)"
+    )
+    mail.add_argument("--port", type=int, help="the SMTP port (default: smtp_listen_port)")
+    mail.add_argument("--to", help="the recipient (default: the first of the mailboxes)")
     mail.add_argument("--sender", default='"Cee Customer" <customer@example.org>')
     mail.add_argument("--cc", default="colleague@example.org")
     mail.add_argument("--subject", default="Where is my order?")
@@ -144,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         return _fail(exc, 2)
     # Before anything is built, so that every line the server logs names the node.
-    logging.config.dictConfig(logging_config(settings.node_id, args.log_level))
+    logging.config.dictConfig(logging_config(settings.node_id, args.log_level, args.log_format))
     try:
         server = build(settings)
     except CannotOpenDatabase as exc:
@@ -179,6 +198,7 @@ def serve(args: argparse.Namespace) -> int:
             f"  proxies        {', '.join(settings.trusted_proxies)}  (X-Forwarded-For trusted)"
         )
     print("\n".join(lines), flush=True)
+    _log_start(settings)
     config = uvicorn_config(
         server.asgi, settings, log_level=args.log_level, access_log=args.access_log
     )
@@ -192,6 +212,33 @@ def serve(args: argparse.Namespace) -> int:
     # Server.run picks the event loop (uvloop when installed) the way uvicorn's own CLI does.
     _Server(config).run()
     return 0
+
+
+def _log_start(settings: Settings) -> None:
+    """The banner's facts as one log line (the banner goes to stdout, the log to stderr),
+    without the demo passwords."""
+    http = f"{settings.http_host}:{settings.http_port}"
+    smtp = f"{settings.smtp_listen_host}:{settings.smtp_listen_port}"
+    relay = settings.relay
+    outgoing = (
+        f"maildir:{settings.maildir_path}" if relay is None else f"relay:{relay.host}:{relay.port}"
+    )
+    fields = {
+        "http": http,
+        "smtp": smtp,
+        "database": describe(settings),
+        "outgoing": outgoing,
+        "mailboxes": list(settings.mailboxes),
+    }
+    _log.info(
+        "starting: http=%s smtp=%s database=%s outgoing=%s mailboxes=%s",
+        http,
+        smtp,
+        fields["database"],
+        outgoing,
+        ",".join(settings.mailboxes),
+        extra=fields,
+    )
 
 
 class NodeFilter(logging.Filter):
@@ -209,16 +256,22 @@ class NodeFilter(logging.Filter):
 LOG_FORMAT = "%(levelname)s [%(node)s] %(name)s: %(message)s"
 
 
-def logging_config(node_id: str, level: str = "info") -> dict[str, Any]:
+def logging_config(node_id: str, level: str = "info", log_format: str = "text") -> dict[str, Any]:
     """``serve``'s logging (``logging.config.dictConfig``): one handler on stderr, its filter
     adding the node id to every record, whoever logs it (the server's modules, uvicorn,
     libraries). uvicorn's loggers propagate to it (``uvicorn_config`` then leaves the logging
-    alone), its access lines included."""
+    alone), its access lines included. ``log_format``: ``text`` (``LOG_FORMAT``) or ``json``
+    (``logs.JsonFormatter``: one object per line)."""
+    formatter: dict[str, Any] = (
+        {"()": "adapters.server.logs.JsonFormatter"}
+        if log_format == "json"
+        else {"format": LOG_FORMAT}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"node": {"()": NodeFilter, "node": node_id}},
-        "formatters": {"node": {"format": LOG_FORMAT}},
+        "formatters": {"node": formatter},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -335,10 +388,36 @@ def agents_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_mail_target(args: argparse.Namespace) -> tuple[str, int, str]:
+    """Where ``send-test-mail`` delivers: (host, port, recipient), each from its option or else
+    from the settings ``serve`` reads (``ConfigurationError`` when they are invalid or name
+    no usable port or mailbox)."""
+    host, port, to = args.host, args.port, args.to
+    if host is None or port is None or to is None:
+        settings = load_settings(args.config)
+        if host is None:
+            host = reachable_host(settings.smtp_listen_host)
+        if port is None:
+            port = settings.smtp_listen_port
+            if port == 0:
+                raise ConfigurationError(
+                    "smtp_listen_port is 0 (the server picks a free port at start): give --port"
+                )
+        if to is None:
+            if not settings.mailboxes:
+                raise ConfigurationError("no mailbox is configured (mailboxes): give --to")
+            to = next(iter(settings.mailboxes))
+    return host, port, to
+
+
 def send_test_mail(args: argparse.Namespace) -> int:
+    try:
+        host, port, to = sample_mail_target(args)
+    except ConfigurationError as exc:
+        return _fail(exc, 2)
     message = EmailMessage()
     message["From"] = args.sender
-    message["To"] = args.to
+    message["To"] = to
     if args.cc:
         message["Cc"] = args.cc
     message["Subject"] = args.subject
@@ -346,12 +425,12 @@ def send_test_mail(args: argparse.Namespace) -> int:
     message["Message-ID"] = make_msgid(domain="example.org")
     message.set_content(args.text)
     try:
-        with smtplib.SMTP(args.host, args.port, timeout=30) as smtp:
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
-        print(f"interactions: could not deliver to {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"interactions: could not deliver to {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    print(f"delivered {message['Message-ID']} to {args.to} via {args.host}:{args.port}")
+    print(f"delivered {message['Message-ID']} to {to} via {host}:{port}")
     return 0
 
 

@@ -318,3 +318,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             env = "INTERACTIONS_" + "__".join(str(p) for p in e["loc"]).upper()
             problems.append(f"  {name} (env {env}): {e['msg']}")
         raise ConfigurationError("invalid configuration:\n" + "\n".join(problems)) from None
+
+
+def reachable_host(listen_host: str) -> str:
+    """The address a client on this machine connects to for a server listening on
+    ``listen_host``: a wildcard (every interface) is reached on loopback."""
+    host = listen_host.strip().strip("[]")
+    if host in ("", "0.0.0.0", "*"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def local_http_url(settings: Settings, path: str = "") -> str:
+    """The URL of the HTTP API (and CometD) for a client on this machine, ``path`` appended
+    (``local_http_url(settings, "/api/v2/notifications")``)."""
+    host = reachable_host(settings.http_host)
+    if ":" in host:  # IPv6: in brackets (RFC 3986 §3.2.2)
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}{path}"

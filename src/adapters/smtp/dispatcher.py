@@ -39,7 +39,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from interactions_core.errors import Unavailable
 from interactions_core.outbox import MailDrain, Outcome, RetryPolicy
@@ -51,6 +51,7 @@ from interactions_core.ports import (
     TransientMailError,
 )
 
+from ..eventlog import event
 from .base import AsyncMailTransport
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,23 @@ class DispatchStats:
     failed: int = 0
     partially_refused: int = 0
     errors: int = 0  # store or callback errors (logged; the entry is tried again)
+
+
+def _mail_out(level: int, what: str, entry: MailEntry, **fields: Any) -> None:
+    """One line per delivery attempt: ``mail sent`` (INFO), ``mail retry`` (INFO: a transient
+    failure, tried again later), ``mail failed`` (WARNING: permanent, the agent is told), with
+    the mail's Message-ID, as ``adapters.eventlog.event`` writes it."""
+    event(
+        log,
+        level,
+        what,
+        {
+            "message_id": entry.mail.message_id,
+            "interaction": entry.mail.interaction_id,
+            "attempt": entry.attempts + 1,
+            **fields,
+        },
+    )
 
 
 def _log_refused(entry: MailEntry, refused: Mapping[str, str]) -> None:
@@ -247,13 +265,21 @@ class MailDispatcher:
                 outcome = await self._store(self.rules.settle, entry, exc)
                 if outcome is Outcome.FAILED:
                     self.stats.failed += 1
-                    log.warning("mail %s failed permanently: %s", entry.seq, exc)
+                    _mail_out(logging.WARNING, "mail failed", entry, reason=str(exc))
                 else:
                     self.stats.retried += 1
-                    log.info("mail %s: %s; rescheduled", entry.seq, exc)
+                    _mail_out(logging.INFO, "mail retry", entry, reason=str(exc))
                 return
             await self._mark_sent(entry)
             self.stats.sent += 1
+            _mail_out(
+                logging.INFO,
+                "mail sent",
+                entry,
+                recipients=len(report.accepted),
+                refused=len(report.refused) or None,
+                response=report.response or None,
+            )
             if report.refused:
                 self.stats.partially_refused += 1
                 try:

@@ -37,6 +37,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from interactions_core.ingest import Envelope, MessageRefused
 
+from ..eventlog import event
 from .mime import MimeError, to_a_label
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,14 @@ class RecipientMap:
         return self._domains.get(normal.rpartition("@")[2])
 
 
+def _mail_in(what: str, mail_from: str | None, **fields: Any) -> None:
+    """One line per mail received (``mail in``: stored, with its interaction) or refused
+    (``mail refused``, with the reason), and per recipient refused (``recipient refused``:
+    the mail may still go to the others), at INFO, as ``adapters.eventlog.event`` writes it."""
+    sender = "<>" if mail_from in ("", "<>") else mail_from  # None: not given yet
+    event(log, logging.INFO, what, {"from": sender, **fields})
+
+
 # RFC 5321 §4.2: reply text is TAB and printable US-ASCII only.
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -124,7 +133,10 @@ class _Protocol(SMTP):
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
+            # aiosmtpd's own refusal (SIZE= on MAIL FROM, or the data), before the handler.
             status = _TOO_BIG
+            envelope = getattr(self, "envelope", None)
+            _mail_in("mail refused", getattr(envelope, "mail_from", None), reason="too large")
         await super().push(status)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -150,6 +162,7 @@ class _Handler:
         rcpt_options: list[str],
     ) -> str:
         if self.map.lookup(address) is None:
+            _mail_in("recipient refused", envelope.mail_from, rcpt=address, reason="unknown")
             return f"550 5.1.1 <{_one_line(address, 100)}>: recipient unknown"
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return "452 4.5.3 Too many recipients"
@@ -162,6 +175,7 @@ class _Handler:
         if raw is None:
             return "554 5.6.0 No message data"
         if len(raw) > self.config.max_message_size:
+            _mail_in("mail refused", envelope.mail_from, size=len(raw), reason="too large")
             return _TOO_BIG
         by_mailbox: dict[str, list[str]] = {}
         for rcpt in envelope.rcpt_tos:
@@ -177,12 +191,23 @@ class _Handler:
         for mailbox, rcpts in by_mailbox.items():
             env = Envelope(mail_from=mail_from, rcpt_tos=tuple(rcpts))
             try:
-                await asyncio.to_thread(self.ingest, bytes(raw), env, mailbox)
+                stored = await asyncio.to_thread(self.ingest, bytes(raw), env, mailbox)
             except MessageRefused as exc:
                 refusals.append(exc)
+                reason = exc.description
+                _mail_in("mail refused", mail_from, mailbox=mailbox, size=len(raw), reason=reason)
             except Exception:
                 temporary = True
                 log.exception("ingesting a message for %s failed", mailbox)
+            else:
+                _mail_in(
+                    "mail in",
+                    mail_from,
+                    mailbox=mailbox,
+                    interaction=getattr(stored, "interaction_id", None),
+                    duplicate=True if getattr(stored, "duplicate", False) else None,
+                    size=len(raw),
+                )
         if temporary:
             return "451 4.3.0 Temporary failure storing the message, try again later"
         if refusals and len(refusals) == len(by_mailbox):
