@@ -78,8 +78,9 @@ class DeliveredMail:
     """One message as it arrived at the transport's peer.
 
     ``recipients`` are the envelope recipients the peer received it for (SMTP: the RCPT TO
-    addresses), or ``None`` for a peer with no envelope (a local mailbox such as a Maildir,
-    where every message lands in the one folder). Make one with ``DeliveredMail.parse``.
+    addresses; the Maildir's envelope sidecar), or ``None`` for a peer that keeps no envelope
+    (every message lands in one folder, recipients unrecorded). Make one with
+    ``DeliveredMail.parse``.
     """
 
     raw: bytes
