@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 # What the tests need beyond Python: Node.js for the official CometD JavaScript client, openssl
 # for the SMTP TLS tests' certificates, PostgreSQL's server (the tests start a throwaway
-# cluster of their own, tests/pgcluster.py) and HAProxy (tests/cluster, make cluster);
-# installed with apt-get when missing.
+# cluster of their own, tests/pgcluster.py), HAProxy (tests/cluster, make cluster) and
+# Chromium with its driver (the desktop's browser tests, tests/desktop); installed with
+# apt-get when missing.
 node-deps:
 	@command -v node >/dev/null && command -v npm >/dev/null && command -v openssl >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq nodejs npm openssl >/dev/null)
@@ -26,6 +27,7 @@ node-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 	@test -d tests/cometd/js/node_modules/cometd-nodejs-client || \
 		(cd tests/cometd/js && npm ci --no-audit --no-fund --loglevel=error)
 

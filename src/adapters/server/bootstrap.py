@@ -403,7 +403,9 @@ def build(
             check_interval_s=settings.leader_check_interval_seconds,
         )
     server.app = create_app(api, lifespan=server.lifespan)
+    from ..desktop import install_desktop  # the agent desktop at / (docs/desktop.md)
 
+    install_desktop(server.app, api)
     # CometD in front of the app, not mounted inside it: a held long-poll then keeps one small
     # frame suspended instead of the app's middleware and router (docs/performance.md, CometD).
     server.asgi = CometdApp(cometd, server.app, NOTIFICATIONS_PATH)

@@ -173,6 +173,7 @@ def serve(args: argparse.Namespace) -> int:
     base = f"http://{settings.http_host}:{settings.http_port}"
     lines = [
         "interactions-core server",
+        f"  agent desktop  {base}/  (log in as a demo agent below)",
         f"  HTTP API       {base}/api/v2  (OpenAPI: {base}/docs)",
         f"  CometD         {base}{NOTIFICATIONS_PATH}  (channel /me/interactions)",
         f"  inbound SMTP   {settings.smtp_listen_host}:{settings.smtp_listen_port}  "
