@@ -17,13 +17,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from ports import free_port
 
 __all__ = ["PostgresCluster", "find_bin_dir"]
 
@@ -71,13 +72,6 @@ shutil.rmtree(root, ignore_errors=True)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class PostgresCluster:
     """One ``postgres`` server process on its own data directory; ``stop()`` (also called at
     exit) kills it and removes the directory. A watchdog process does the same if the test
@@ -88,7 +82,7 @@ class PostgresCluster:
         self.root = Path(tempfile.mkdtemp(prefix="interactions-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "postgres"
         self._as_other = os.geteuid() == 0
         self._process: subprocess.Popen[bytes] | None = None

@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import httpx
 from aiosmtpd.controller import Controller
 
 from adapters.server.agents import add_agent
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -50,13 +50,6 @@ MAILBOX = "support@example.com"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 RUNNING = ("leader", "follower")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def haproxy_config() -> ModuleType:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -25,19 +24,13 @@ import uvicorn
 
 from adapters.cometd import BasicAuthenticator, BayeuxServer, CometdSettings, create_app
 from interactions_core.ports import Notification, RawMessage
+from ports import free_port
 
 JS_DIR = Path(__file__).parent / "js"
 PATH = "/api/v2/notifications"
 USERS = {"alice": "alice-pw", "bob": "bob-pw"} | {f"agent{i}": f"pw{i}" for i in range(40)}
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerHarness:

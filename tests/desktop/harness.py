@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from adapters.server.agents import add_agent
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every run takes its screenshots; they replace docs/desktop/*.png (what docs/desktop.md shows)
@@ -47,13 +47,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 MAILBOX = "support@example.com"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -35,16 +34,10 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from adapters.server.agents import add_agent
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = ROOT / "tests" / "cometd" / "js"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Sink:

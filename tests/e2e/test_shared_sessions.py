@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,9 @@ import httpx
 import pytest
 
 from adapters.server.agents import add_agent
+from ports import free_port
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Serve:

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,17 +31,11 @@ import pytest
 
 from adapters.server.agents import add_agent
 from adapters.server.node import derive_node_id
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WATCHER = ROOT / "examples" / "watch_notifications.py"
 PASSWORD = "alice-walkthrough-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def walkthrough_script() -> str:

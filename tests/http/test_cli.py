@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from aiosmtpd.controller import Controller
 from adapters.server.agents import FileAgentDirectory
 from adapters.server.cli import main
 from interactions_core.diagram import render_page
+from ports import free_port
 
 
 def test_agents_add_writes_a_hash_and_the_directory_verifies_it(tmp_path: Path) -> None:
@@ -64,9 +64,7 @@ def test_send_test_mail_delivers_over_smtp() -> None:
             received.append(envelope)
             return "250 OK"
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     controller = Controller(Sink(), hostname="127.0.0.1", port=port)
     controller.start()
     try:

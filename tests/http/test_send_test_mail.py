@@ -7,7 +7,6 @@ Each mail goes to a real aiosmtpd server on a free port, standing in for the rec
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from adapters.server.cli import main
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from ports import free_port
 
 
 class Receiver:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ import pytest
 
 from adapters.server.agents import add_agent
 from pgcluster import PostgresCluster
+from ports import free_port
 
 SECRET = "s3cret-Pa55"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def interactions(

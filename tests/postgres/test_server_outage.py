@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -33,15 +32,9 @@ from aiosmtpd.controller import Controller
 
 from adapters.server.agents import add_agent
 from pgcluster import PostgresCluster
+from ports import free_port
 
 AUTH = ("alice", "alice-pw")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Sink:

@@ -9,7 +9,6 @@ on the same port (relay down / back up).
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from interactions_core.ports import Agent
 from interactions_core.testing import Harness
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from ports import free_port
 
 
 @dataclass
