@@ -128,6 +128,8 @@ def _load(name: str, path: Path) -> ModuleType:
     dataclasses look their module up while being built)."""
     if name in sys.modules:
         return sys.modules[name]
+    if str(ROOT / "tests") not in sys.path:  # what they import from tests/ (ports.py)
+        sys.path.append(str(ROOT / "tests"))
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 from types import TracebackType
@@ -297,7 +297,7 @@ class PostgresStore(PostgresOutboxReader):
         # Everything is serialised before the transaction begins.
         values = {iid: row_values(row) for iid, row in rows.items()}
         channel_writes = sorted(
-            (agent, (channels_expected or {}).get(agent, 0), state)
+            (agent, (channels_expected or {}).get(agent, 0), state, state.model_dump_json())
             for agent, state in (channels or {}).items()
         )
         # Updates and checks, in id order: every commit locks rows in the same order.
@@ -324,47 +324,82 @@ class PostgresStore(PostgresOutboxReader):
             outbox_rows.extend(
                 (INSERT_MAIL, (text(m.interaction_id), m.model_dump_json(), now, now)) for m in mail
             )
-        with self._db.transaction() as conn:
-            for iid, version, params in locked:
-                if params is not None:
-                    if conn.execute(_UPDATE, params).rowcount != 1:
+        writes = bool(inserts or outbox_rows or values or channel_writes)
+        # COMMIT goes with the inserts unless their results must be seen first: an insert
+        # refused by a unique index (ON CONFLICT DO NOTHING), or a test's hook before COMMIT.
+        commit_with_inserts = not inserts and (
+            type(self)._before_commit is PostgresStore._before_commit
+        )
+        Checks = tuple[list[tuple[str, int, Any]], list[tuple[str, int, Any]]]
+
+        def checks(conn: Connection) -> Checks:
+            """Round trip 1: every version check, update and row lock (in id order)."""
+            checked = [
+                (iid, version, conn.execute(_UPDATE, params))
+                if params is not None
+                # FOR SHARE: a concurrent change of it waits until this commit is done.
+                else (iid, version, conn.execute(_VERSION_FOR_SHARE, (text(iid),)))
+                for iid, version, params in locked
+            ]
+            channel_cursors = [
+                (
+                    agent,
+                    channel_version,
+                    conn.execute(_INSERT_CHANNEL, (text(agent), state.version, data))
+                    if channel_version == 0
+                    else conn.execute(
+                        _UPDATE_CHANNEL, (state.version, data, text(agent), channel_version)
+                    ),
+                )
+                for agent, channel_version, state, data in channel_writes
+            ]
+            return checked, channel_cursors
+
+        def inserts_and_commit(conn: Connection, found: Checks) -> Callable[[], None] | None:
+            """Round trip 2, once nothing conflicted: the outbox lock (taken last: outbox.py),
+            the inserts, the change marks, the wake-up; COMMIT with them where it can."""
+            checked, channel_cursors = found
+            for iid, version, cur in checked:
+                if iid in values:
+                    if cur.rowcount != 1:
                         raise ConcurrencyConflict(iid, version, _version(conn, iid))
                     continue
-                # FOR SHARE: a concurrent change of it waits until this commit is done.
-                found = conn.execute(_VERSION_FOR_SHARE, (text(iid),)).fetchone()
-                actual = None if found is None else int(found[0])
+                row = cur.fetchone()
+                actual = None if row is None else int(row[0])
                 if actual != version:
                     raise ConcurrencyConflict(iid, version, actual)
-            for agent, channel_version, state in channel_writes:
-                data = state.model_dump_json()
-                key = text(agent)
-                if channel_version == 0:
-                    written = conn.execute(_INSERT_CHANNEL, (key, state.version, data))
-                else:
-                    written = conn.execute(
-                        _UPDATE_CHANNEL, (state.version, data, key, channel_version)
-                    )
-                if written.rowcount != 1:
-                    found = conn.execute(_CHANNEL_VERSION, (key,)).fetchone()
+            for agent, channel_version, cur in channel_cursors:
+                if cur.rowcount != 1:
+                    row = conn.execute(_CHANNEL_VERSION, (text(agent),)).fetchone()
                     raise ConcurrencyConflict(
-                        agent, channel_version, int(found[0]) if found is not None else 0
+                        agent, channel_version, int(row[0]) if row is not None else 0
                     )
-            if inserts or outbox_rows or values or channel_writes:
-                self._lock_outbox(conn)
-                for iid in inserts:
-                    if conn.execute(_INSERT, (*values[iid], rows[iid].ingest_key)).rowcount != 1:
+            if not writes:
+                return None
+            self._lock_outbox(conn)
+            inserted = [
+                (iid, conn.execute(_INSERT, (*values[iid], rows[iid].ingest_key)))
+                for iid in inserts
+            ]
+            for statement, params in outbox_rows:
+                conn.execute(statement, params)
+            if values:
+                conn.execute(_MARK_CHANGED, ([text(iid) for iid in values],))
+            if channel_writes:
+                conn.execute(_MARK_CHANNELS_CHANGED, ([text(a) for a, *_ in channel_writes],))
+            conn.execute(_NOTIFY, (WAKE_CHANNEL,))
+            if commit_with_inserts:
+                return None
+
+            def check() -> None:
+                for iid, cur in inserted:
+                    if cur.rowcount != 1:
                         self._refused_insert(conn, iid, rows[iid].ingest_key)
-                with conn.cursor() as cur:
-                    for statement, params in outbox_rows:
-                        cur.execute(statement, params)
-                    if values:
-                        cur.execute(_MARK_CHANGED, ([text(iid) for iid in values],))
-                    if channel_writes:
-                        cur.execute(
-                            _MARK_CHANNELS_CHANGED, ([text(a) for a, _, _ in channel_writes],)
-                        )
-                    cur.execute(_NOTIFY, (WAKE_CHANNEL,))
-            self._before_commit(conn)
+                self._before_commit(conn)
+
+            return check
+
+        self._db.pipelined(checks, inserts_and_commit)
 
     def _refused_insert(self, conn: Connection, iid: str, key: str | None) -> None:
         """An insert that did nothing: its id exists (a conflict), or its ingest key does."""
