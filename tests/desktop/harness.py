@@ -259,8 +259,6 @@ class DesktopServer:
             "offer_timeout_seconds": 300,
             "shared_workbins": {"Team": []},
             "queue_skills": {"Billing": "billing"},
-            # Sessions in the database: they survive a restart of the server (docs/http.md).
-            "http_sessions": "database",
             **self.settings,
         }
         config.write_text(json.dumps(settings))

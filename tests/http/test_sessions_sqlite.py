@@ -29,19 +29,24 @@ def basic(agent: str, password: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def test_sqlite_keeps_sessions_in_memory_unless_told(tmp_path: Path) -> None:
-    """One process per SQLite file: "auto" keeps sessions in memory (no thread hop per
-    request); "database" is the opt-in for sessions that survive a restart."""
+def test_sqlite_keeps_sessions_in_its_file_unless_told_memory(tmp_path: Path) -> None:
+    """The default ("auto") keeps sessions and limits in the SQLite file, so that they survive
+    a restart, and looks sessions up on the event loop (not blocking: no thread hop);
+    "memory" is the opt-out."""
     server = build(load_settings(data_dir=tmp_path, smtp_listen_port=0), demo_passwords=PASSWORDS)
+    assert isinstance(server.auth.sessions, SqliteSessions)
+    assert not server.auth.sessions.blocking
+    assert isinstance(server.auth.limiter.storage, SqliteLoginLimits)
+    server.store.close()
+    settings = load_settings(data_dir=tmp_path, smtp_listen_port=0, http_sessions="memory")
+    server = build(settings, demo_passwords=PASSWORDS)
     assert not isinstance(server.auth.sessions, SqliteSessions)
     assert not isinstance(server.auth.limiter.storage, SqliteLoginLimits)
     server.store.close()
 
 
 def test_sessions_and_back_offs_survive_a_restart(tmp_path: Path) -> None:
-    settings = load_settings(
-        data_dir=tmp_path, smtp_listen_port=0, csrf=True, http_sessions="database"
-    )
+    settings = load_settings(data_dir=tmp_path, smtp_listen_port=0, csrf=True)
     first = build(settings, demo_passwords=PASSWORDS)
     assert isinstance(first.auth.sessions, SqliteSessions)
     assert isinstance(first.auth.limiter.storage, SqliteLoginLimits)

@@ -201,13 +201,13 @@ def _session_storage(
 ) -> tuple[SessionStore | None, LoginLimits | None]:
     """HttpAuth's ``sessions`` and ``login_limits``: in the store's database, so that every
     process on it shares them (docs/http.md, where sessions live), or (None, None) for this
-    process's memory. ``http_sessions="auto"``: the database with PostgreSQL, memory with
-    SQLite (one process per file, and a lookup through the database costs a thread hop); a
-    store of another kind (given by a test) leaves them in memory."""
+    process's memory. ``http_sessions="auto"``: the database, with PostgreSQL and SQLite alike
+    (sessions then survive a restart: an agent's open desktop stays logged in); a store of
+    another kind (given by a test) leaves them in memory."""
     from ..sqlite import SqliteStore
 
     mode = settings.http_sessions
-    if mode == "memory" or (mode == "auto" and settings.database_url is None):
+    if mode == "memory":
         return None, None
     if isinstance(store, SqliteStore):
         from ..sqlite.sessions import SqliteLoginLimits, SqliteSessions

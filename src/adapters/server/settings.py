@@ -115,9 +115,8 @@ class Settings(BaseSettings):
     login_max_concurrent_verifications: int = Field(4, ge=1, le=1024)
     # Where HTTP sessions and the login limits live (docs/http.md): "database" shares them
     # through the store's database (every process on it sees them; they survive a restart),
-    # "memory" keeps them in this process. "auto": the database with PostgreSQL (several
-    # processes), memory with SQLite (one process per file; a lookup costs ~6 µs in memory
-    # against ~280 µs through the database, measured).
+    # "memory" keeps them in this process (a restart logs every agent out). "auto": the
+    # database, with PostgreSQL (several processes) and SQLite (read on the event loop).
     http_sessions: Literal["auto", "memory", "database"] = "auto"
     # Proxies whose X-Forwarded-For is believed (addresses or CIDRs); none: the header is ignored.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
