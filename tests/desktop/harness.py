@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -336,15 +337,27 @@ class Page:
         ):
             options.add_argument(argument)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        # Its profile and its temporary files (Chromium's /tmp/org.chromium.Chromium.* dirs,
+        # which it leaves behind) in a directory of its own, removed at close.
+        self._scratch = Path(tempfile.mkdtemp(prefix="desktop-browser-"))
+        options.add_argument(f"--user-data-dir={self._scratch / 'profile'}")
+        env = {**os.environ, "TMPDIR": str(self._scratch)}
         self.server = server
-        self.driver = webdriver.Chrome(
-            service=Service(executable_path=str(CHROMEDRIVER)), options=options
-        )
+        try:
+            self.driver = webdriver.Chrome(
+                service=Service(executable_path=str(CHROMEDRIVER), env=env), options=options
+            )
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
         self.driver.set_script_timeout(20)
         self.logs: list[dict[str, Any]] = []
 
     def close(self) -> None:
-        self.driver.quit()
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def open(self, query: str = "") -> Page:
         self.driver.get(self.server.url + "/" + query)

@@ -119,6 +119,9 @@ class Cluster:
 
     def _deposed(self) -> None:
         self.core.run_blocking(self.engine.follow)
+        if self.node.role == "stopping":  # stepped down at shutdown: as planned
+            _log.info("node %s stepped down", self.node.node_id)
+            return
         if self.node.role == "leader":
             self.node.role = "follower"
         _log.warning("node %s no longer leads", self.node.node_id)
