@@ -37,6 +37,7 @@ class IngestResult:
     automatic: str | None = None
     problems: tuple[str, ...] = ()
     parent_id: str | None = None
+    message_id: str | None = None  # the message's Message-ID, as parsed (for the log line)
 
 
 def contact_id(email: EmailContent) -> str:
@@ -160,7 +161,10 @@ class Intake:
                 if existing is not None and existing.direction is Direction.INBOUND:
                     if same_message(existing.email, email):
                         return IngestResult(
-                            existing.id, duplicate=True, parent_id=existing.parent_id
+                            existing.id,
+                            duplicate=True,
+                            parent_id=existing.parent_id,
+                            message_id=email.message_id,
                         )
                     # Nothing accepted is dropped: a sender reusing an id gets a new interaction.
                     note = f"Message-ID {email.message_id} already used by {existing.id}"
@@ -187,7 +191,11 @@ class Intake:
             )
             stored = uow.interactions.add(interaction)
             return IngestResult(
-                stored.id, automatic=parsed.automatic, problems=problems, parent_id=stored.parent_id
+                stored.id,
+                automatic=parsed.automatic,
+                problems=problems,
+                parent_id=stored.parent_id,
+                message_id=email.message_id,
             )
 
         key = ingest_key(box, email)
@@ -202,6 +210,7 @@ class Intake:
                 exc.existing_id,
                 duplicate=True,
                 parent_id=existing.parent_id if existing is not None else None,
+                message_id=email.message_id,
             )
 
     def mailbox_of(self, email: EmailContent, envelope: Envelope | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,6 +127,27 @@ def test_an_unknown_name_is_answered_like_a_wrong_password(tmp_path: Path) -> No
 
     assert shown(wrong) == shown(unknown)
     assert wrong.status_code == 401
+
+
+def test_every_refused_login_is_one_warning_line_without_the_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(data_dir=tmp_path, smtp_listen_port=0, login_max_failures=2)
+    server = build(settings, demo_passwords=PASSWORDS)
+    with caplog.at_level(logging.WARNING, logger="adapters.http.auth"), TestClient(server.app) as c:
+        statuses = [c.get(ME, headers=basic("bob", "s3cret-guess")).status_code for _ in range(3)]
+        forged = c.get(ME, headers=basic("eve\nINFO forged line", "x")).status_code
+        ok = c.get(ME, headers=basic("alice")).status_code
+    assert statuses == [401, 401, 429] and forged == 401 and ok == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "adapters.http.auth"]
+    assert lines == [
+        'login refused: agent=bob address=testclient reason="invalid credentials"',
+        'login refused: agent=bob address=testclient reason="invalid credentials"',
+        'login refused: agent=bob address=testclient reason="too many failed logins"',
+        'login refused: agent="eve\\nINFO forged line" address=testclient '
+        'reason="invalid credentials"',
+    ]
+    assert not any("s3cret" in line for line in lines)
 
 
 # --- the real server under uvicorn, as ``serve`` runs it ------------------------------------

@@ -75,7 +75,7 @@ async def test_mail_in_and_its_refusals(harness: Harness, caplog: pytest.LogCapt
     assert messages == [
         "recipient refused: from=bob@example.org rcpt=nobody@example.com reason=unknown",
         f"mail in: from=bob@example.org mailbox=support@example.com interaction={iid} "
-        f"size={len(MAIL)}",
+        f"message_id=<log-1@example.org> size={len(MAIL)}",
         'mail refused: from=bob@example.org reason="too large"',  # aiosmtpd's, before ours
     ]
     assert all(r.levelno == logging.INFO for r in records)

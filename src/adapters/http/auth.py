@@ -42,6 +42,7 @@ import anyio
 
 from interactions_core.errors import Unavailable
 
+from ..eventlog import event
 from .sessions import (
     LoginLimits,
     LoginState,
@@ -424,8 +425,14 @@ class HttpAuth:
             raise AuthError(401, "Authentication required", {"WWW-Authenticate": _CHALLENGE})
         agent_id, password = credentials
         address = self.client_address(client, headers) or ""
-        await self._limits(self.limiter.begin, address, agent_id, now)
+        try:
+            await self._limits(self.limiter.begin, address, agent_id, now)
+        except AuthError as exc:
+            if exc.status == 429:
+                _log_refused(agent_id, address, "too many failed logins")
+            raise
         if not await self._verified_credentials(address, agent_id, password, now):
+            _log_refused(agent_id, address, "invalid credentials")
             raise AuthError(401, "Invalid credentials", {"WWW-Authenticate": _CHALLENGE})
         if not open_session:
             return AuthResult(agent_id, "", False, "")
@@ -542,6 +549,14 @@ class HttpAuth:
                 if len(self._verified) > 10_000:
                     self._verified = {k: v for k, v in self._verified.items() if v[1] > now}
         return ok
+
+
+def _log_refused(agent_id: str, address: str, reason: str) -> None:
+    """One WARNING line per refused login, for the operator (a guesser shows as a run of
+    them), as ``adapters.eventlog.event`` writes it: the name is the client's input, quoted
+    when it is not a plain token, so a newline in it cannot forge a line; never the password."""
+    fields = {"agent": agent_id[:64], "address": address or "-", "reason": reason}
+    event(_log, logging.WARNING, "login refused", fields)
 
 
 def _unavailable(exc: Unavailable) -> AuthError:

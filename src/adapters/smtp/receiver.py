@@ -205,6 +205,7 @@ class _Handler:
                     mail_from,
                     mailbox=mailbox,
                     interaction=getattr(stored, "interaction_id", None),
+                    message_id=getattr(stored, "message_id", None),
                     duplicate=True if getattr(stored, "duplicate", False) else None,
                     size=len(raw),
                 )
