@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 import pytest
 import uvicorn
 
-from adapters.cometd import BasicAuthenticator, BayeuxServer, CometdSettings, create_app
+from adapters.cometd import (
+    BasicAuthenticator,
+    BayeuxServer,
+    CometdSettings,
+    SecurityPolicy,
+    create_app,
+)
 from interactions_core.ports import Notification, RawMessage
 from ports import free_port
 
@@ -36,8 +42,11 @@ T = TypeVar("T")
 class ServerHarness:
     """uvicorn + ``BayeuxServer`` on a fixed loopback port; ``restart`` loses every session."""
 
-    def __init__(self, settings: CometdSettings | None = None) -> None:
+    def __init__(
+        self, settings: CometdSettings | None = None, policy: SecurityPolicy | None = None
+    ) -> None:
         self.settings = settings or CometdSettings()
+        self.policy = policy
         self.port = free_port()
         self.engine: BayeuxServer
         self._server: uvicorn.Server | None = None
@@ -53,7 +62,7 @@ class ServerHarness:
         return f"ws://127.0.0.1:{self.port}{PATH}"
 
     def start(self) -> None:
-        self.engine = BayeuxServer(BasicAuthenticator(USERS), self.settings)
+        self.engine = BayeuxServer(BasicAuthenticator(USERS), self.settings, policy=self.policy)
         config = uvicorn.Config(
             create_app(self.engine, PATH),
             host="127.0.0.1",
@@ -128,12 +137,14 @@ def server() -> Iterator[ServerHarness]:
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[[CometdSettings], ServerHarness]]:
+def make_server() -> Iterator[Callable[..., ServerHarness]]:
     """A dedicated server with its own settings (stopped at the end of the test)."""
     started: list[ServerHarness] = []
 
-    def make(settings: CometdSettings) -> ServerHarness:
-        harness = ServerHarness(settings)
+    def make(
+        settings: CometdSettings | None = None, policy: SecurityPolicy | None = None
+    ) -> ServerHarness:
+        harness = ServerHarness(settings, policy)
         harness.start()
         started.append(harness)
         return harness

@@ -27,6 +27,7 @@ from interactions_core.ports import NotificationBacklog
 
 from .config import CometdSettings, OverflowPolicy
 from .notifier import CometdNotifier
+from .policy import AGENT_CHANNELS, AgentPolicy, SecurityPolicy, is_agent_channel
 from .protocol import (
     BAYEUX_VERSION,
     ERR_AGENT_MISMATCH,
@@ -41,7 +42,6 @@ from .protocol import (
     ERR_META_DENIED,
     ERR_NO_DATA,
     ERR_PUBLISH_DENIED,
-    ERR_SUBSCRIBE_DENIED,
     ERR_UNKNOWN_CHANNEL,
     MAX_SUBSCRIPTIONS_PER_MESSAGE,
     META_CONNECT,
@@ -55,28 +55,12 @@ from .protocol import (
     is_meta,
     is_service,
     is_valid_channel,
-    is_wildcard,
     matches,
     valid_id,
 )
 from .sessions import HeldConnect, Link, Session, SessionRegistry, connect_reply
 
 log = logging.getLogger("adapters.cometd")
-
-AGENT_CHANNELS: Final = frozenset(
-    {
-        "/me/interactions",
-        "/me/channels",
-        "/me/workbins",
-        "/v2/me/interactions",
-        "/v2/me/channels",
-        "/v2/me/workbins",
-    }
-)
-"""Exact channels an agent may subscribe to; each only ever carries that agent's own data."""
-
-_AGENT_WILDCARD_BASES: Final = frozenset({"/me", "/v2/me"})
-"""``/me/*``, ``/me/**`` and their ``/v2`` forms only cover the agent's own channels."""
 
 _BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
@@ -178,7 +162,9 @@ class BayeuxServer:
     """Sessions, subscriptions and delivery for every transport of one process.
 
     ``notifier`` is the core's ``Notifier`` port; ``start``/``stop`` run the session sweeper and
-    close held connections on shutdown.
+    close held connections on shutdown. ``policy`` decides who may handshake, subscribe and
+    publish where (``policy.py``; default: the product's ``AgentPolicy``); ``publish`` is
+    the server's own broadcast to a channel's subscribers.
     """
 
     def __init__(
@@ -188,8 +174,12 @@ class BayeuxServer:
         *,
         services: Mapping[str, Service] | None = None,
         replay: ReplaySource | None = None,
+        policy: SecurityPolicy | None = None,
     ) -> None:
         self.settings = settings or CometdSettings()
+        self.policy: SecurityPolicy = policy if policy is not None else AgentPolicy()
+        self._subscribers: dict[str, set[Session]] = {}
+        """Recorded subscriptions, by pattern: whom a broadcast on a channel reaches."""
         self._replay_source = replay
         self._replays: set[asyncio.Task[None]] = set()
         self._authenticate_cb = authenticator
@@ -442,6 +432,9 @@ class BayeuxServer:
         )
         if agent is None:
             return self._handshake_failure(message, ERR_HANDSHAKE_DENIED)
+        refused = self.policy.can_handshake(agent)
+        if refused is not None:
+            return self._handshake_failure(message, refused)
         link = ctx.link
         if link is not None:
             if link.agent_id is not None and link.agent_id != agent:
@@ -613,13 +606,16 @@ class BayeuxServer:
     def _subscribe(self, message: Message, session: Session) -> Message:
         patterns = self._patterns(message)
         for pattern in patterns:
-            error = self._subscription_error(pattern)
+            error = ERR_META_DENIED if is_meta(pattern) else None
+            if error is None:
+                error = self.policy.can_subscribe(session.agent_id, pattern)
             if error is not None:
                 raise _Refused(self._subscription_reply(message, error))
         before = list(session.subscriptions)
         for pattern in patterns:
             if not is_service(pattern):  # spec: /service/** subscriptions are not recorded
                 session.subscribe(pattern)
+                self._subscribers.setdefault(pattern, set()).add(session)
         added = [p for p in dict.fromkeys(patterns) if not is_service(p) and p not in before]
         if added and session.floors is not None:
             self._start_replay(session, before, added)
@@ -628,7 +624,15 @@ class BayeuxServer:
     def _unsubscribe(self, message: Message, session: Session) -> Message:
         for pattern in self._patterns(message):
             session.unsubscribe(pattern)
+            self._forget_subscription(session, pattern)
         return self._subscription_reply(message, None)
+
+    def _forget_subscription(self, session: Session, pattern: str) -> None:
+        subscribers = self._subscribers.get(pattern)
+        if subscribers is not None:
+            subscribers.discard(session)
+            if not subscribers:
+                del self._subscribers[pattern]
 
     def _patterns(self, message: Message) -> list[str]:
         value = message.get("subscription")
@@ -640,18 +644,6 @@ class BayeuxServer:
         ):
             raise _Refused(self._subscription_reply(message, ERR_BAD_SUBSCRIPTION))
         return patterns
-
-    @staticmethod
-    def _subscription_error(pattern: str) -> str | None:
-        if is_meta(pattern):
-            return ERR_META_DENIED
-        if is_service(pattern) or pattern in AGENT_CHANNELS:
-            return None
-        if is_wildcard(pattern):
-            if pattern.rsplit("/", 1)[0] in _AGENT_WILDCARD_BASES:
-                return None
-            return ERR_SUBSCRIBE_DENIED  # would cover channels that are not the agent's
-        return ERR_UNKNOWN_CHANNEL
 
     @staticmethod
     def _subscription_reply(message: Message, error: str | None) -> Message:
@@ -680,9 +672,14 @@ class BayeuxServer:
         channel: str = message["channel"]
         if "data" not in message:
             raise _Refused(error_reply(message, channel, ERR_NO_DATA))
+        refused = self.policy.can_publish(session.agent_id, channel, message["data"])
+        if refused is not None:
+            raise _Refused(error_reply(message, channel, refused))
         if not is_service(channel):
-            # Agents only listen; nothing a client publishes is broadcast, least of all /me/**.
-            raise _Refused(error_reply(message, channel, ERR_PUBLISH_DENIED))
+            if is_agent_channel(channel):  # per agent, whatever the policy says
+                raise _Refused(error_reply(message, channel, ERR_PUBLISH_DENIED))
+            self._broadcast(channel, message["data"])
+            return _publish_reply(message)
         service = self._services.get(channel)
         if service is None:
             raise _Refused(error_reply(message, channel, ERR_UNKNOWN_CHANNEL))
@@ -691,12 +688,43 @@ class BayeuxServer:
             # Delivered like any event and without the request's id: aiocometd takes a
             # /service message with an id for the publish acknowledgement and swallows it.
             self._enqueue(session, {"channel": channel, "data": answer})
-        reply: Message = {"channel": channel, "successful": True}
-        if "id" in message:
-            reply["id"] = message["id"]
-        return reply
+        return _publish_reply(message)
 
     # ------------------------------------------------------------------ delivery
+
+    def publish(self, channel: str, data: Any) -> None:
+        """Broadcast ``data`` on ``channel`` to every session subscribed to it, by name or by a
+        wildcard (``/a/*`` covers ``/a/b``; ``/a/**`` covers ``/a/b`` and ``/a/b/c``), each
+        once. From any thread (handed to the loop). Refuses (``ValueError``) what is no
+        broadcast channel: a wildcard, ``/meta/**``, ``/service/**`` and the agent channels
+        (an agent's notifications go through ``deliver``, to that agent only)."""
+        if (
+            not is_valid_channel(channel, allow_wildcard=False)
+            or is_meta(channel)
+            or is_service(channel)
+            or is_agent_channel(channel)
+        ):
+            raise ValueError(f"{channel!r} is not a broadcast channel")
+        if self.on_loop_thread():
+            self._broadcast(channel, data)
+        else:
+
+            def broadcast() -> None:
+                self._broadcast(channel, data)
+
+            self.call_on_loop(broadcast)
+
+    def _broadcast(self, channel: str, data: Any) -> int:
+        """On the loop: one message, queued for every subscriber once; how many."""
+        message: Message = {"channel": channel, "data": data}
+        reached: set[Session] = set()
+        for pattern in _patterns_covering(channel):
+            # A copy: a full queue may close its session (OverflowPolicy), which forgets it.
+            for session in tuple(self._subscribers.get(pattern, ())):
+                if session not in reached:
+                    reached.add(session)
+                    self._enqueue(session, message)
+        return len(reached)
 
     def deliver(self, agent_id: str, topic: str, data: Any, seq: int = 0) -> int:
         """Queue ``data`` on ``topic`` (and its ``/v2`` alias) for the agent's subscribed sessions.
@@ -770,6 +798,8 @@ class BayeuxServer:
         """Forget a session; a held connect is answered so its client learns at once."""
         self.sessions.remove(session)
         session.closed = True
+        for pattern in list(session.subscriptions):
+            self._forget_subscription(session, pattern)
         held = session.held
         if held is not None:
             reply = held.connect_reply()
@@ -911,6 +941,22 @@ def _read_state(channel: str, reason: str, backlog: NotificationBacklog | None) 
     return message
 
 
+def _publish_reply(message: Message) -> Message:
+    reply: Message = {"channel": message["channel"], "successful": True}
+    if "id" in message:
+        reply["id"] = message["id"]
+    return reply
+
+
+def _patterns_covering(channel: str) -> list[str]:
+    """Every subscription pattern that covers ``channel`` (Bayeux §3.3.2): the channel itself,
+    ``*`` in place of its last segment, and ``**`` after each of its leading segments."""
+    segments = channel.split("/")[1:]
+    found = [channel, "/" + "/".join([*segments[:-1], "*"])]
+    found.extend("/" + "/".join([*segments[:k], "**"]) for k in range(len(segments)))
+    return found
+
+
 def _channel_of(message: Message) -> str:
     channel = message.get("channel")
     return channel if isinstance(channel, str) and len(channel) < 256 else META_UNSUCCESSFUL
@@ -925,6 +971,7 @@ __all__ = [
     "Outcome",
     "ReplaySource",
     "RequestContext",
+    "SecurityPolicy",
     "Service",
     "echo_service",
     "notification_message",
