@@ -64,7 +64,7 @@ class Server:
         return self.log.read_text(encoding="utf-8").splitlines()
 
 
-def start_server(folder: Path, *args: str) -> Server:
+def start_server(folder: Path, *args: str, extra_env: dict[str, str] | None = None) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     agents = folder / "agents.json"
     add_agent(agents, "alice", PASSWORD, mailboxes=["support@example.com"], capacity=10)
@@ -73,6 +73,7 @@ def start_server(folder: Path, *args: str) -> Server:
         "INTERACTIONS_HTTP_PORT": str(http_port),
         "INTERACTIONS_SMTP_LISTEN_PORT": str(free_port()),
         "INTERACTIONS_AGENTS_FILE": str(agents),
+        **(extra_env or {}),
     }
     log = folder / "server.log"
     process = subprocess.Popen(
@@ -88,7 +89,7 @@ def start_server(folder: Path, *args: str) -> Server:
         try:
             r = httpx.get(f"http://127.0.0.1:{http_port}/api/v2/me", auth=("alice", PASSWORD))
             if r.status_code == 200:
-                fmt = "json" if "json" in args else "text"
+                fmt = "json" if "json" in args or "json" in env.values() else "text"
                 return Server(folder, env, http_port, process, log, fmt)
         except httpx.HTTPError:
             pass
@@ -107,10 +108,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             raise
 
 
-@pytest.fixture(params=["text", "json"])
+@pytest.fixture(params=["text", "json", "json-by-setting"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     fmt = request.param
-    s = start_server(tmp_path / "repo", *(["--log-format", "json"] if fmt == "json" else []))
+    if fmt == "json-by-setting":  # INTERACTIONS_LOG_FORMAT, as a systemd unit would set it
+        s = start_server(tmp_path / "repo", extra_env={"INTERACTIONS_LOG_FORMAT": "json"})
+    else:
+        s = start_server(tmp_path / "repo", *(["--log-format", "json"] if fmt == "json" else []))
     # The script calls .venv/bin/interactions, as from the repository's folder.
     venv = Path(sys.prefix)
     assert (venv / "bin" / "interactions").exists(), "run the tests in the project's venv"

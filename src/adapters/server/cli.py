@@ -50,9 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
-        help="text (default): one line per record; json: one JSON object per line, with the"
-        " records' structured fields, for log shippers",
+        help="text (default, or the log_format setting): one line per record; json: one JSON"
+        " object per line, with the records' structured fields, for log shippers",
     )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -142,6 +141,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("port", "http_port"),
         ("smtp_port", "smtp_listen_port"),
         ("node_id", "node_id"),
+        ("log_format", "log_format"),
     ):
         if getattr(args, option, None) is not None:
             overrides[name] = getattr(args, option)
@@ -163,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         return _fail(exc, 2)
     # Before anything is built, so that every line the server logs names the node.
-    logging.config.dictConfig(logging_config(settings.node_id, args.log_level, args.log_format))
+    logging.config.dictConfig(logging_config(settings.node_id, args.log_level, settings.log_format))
     try:
         server = build(settings)
     except CannotOpenDatabase as exc:

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # This process's name in a cluster: in every log line and in GET /health. Empty (the
     # default): ``<host>-<http_port>`` (``node.derive_node_id``), stable across restarts.
     node_id: str = Field("", max_length=63)
+    # How serve writes its log: "text" (one line per record) or "json" (one object per line,
+    # for log shippers); ``--log-format`` overrides it.
+    log_format: Literal["text", "json"] = "text"
     csrf: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # Failed logins (docs/http.md, Authentication): per (client address, name), this many are
