@@ -244,7 +244,13 @@ class ClusterTail:
                 break
             self._tail.publish(batch)
             if leading:
-                await self._read(self._tail.settle, batch)
+                try:
+                    await self._read(self._tail.settle, batch)
+                except BaseException:
+                    # The position is past the batch already: what it did not mark is
+                    # settled with the backlog (pending up to the position) next time.
+                    self._settled_backlog = False
+                    raise
             total += len(batch)
             self.published += len(batch)
         if leading:
