@@ -421,6 +421,14 @@ class Page:
             return ""
 
     def click(self, css: str, text: str | None = None) -> None:
+        """Click the element, found again if the page re-rendered it between the find and the
+        click (a list refreshed by a notification: ``StaleElementReferenceException``)."""
+        for _ in range(4):
+            try:
+                self.wait(css, text=text).click()
+                return
+            except StaleElementReferenceException:
+                time.sleep(0.1)
         self.wait(css, text=text).click()
 
     def button(self, capability: str) -> WebElement:
