@@ -480,3 +480,15 @@ class Page:
             for e in self.console()
             if e["level"] == "SEVERE" and not any(a in str(e["message"]) for a in allowed)
         ]
+
+
+def alice_and_bob(browser: Callable[..., Page]) -> tuple[Page, Page]:
+    """Two browsers logged in: alice over websocket (the default), bob over long-polling."""
+    alice = browser()
+    alice.open()
+    alice.login("alice")
+    bob = browser()
+    bob.open("?transport=long-polling")
+    bob.login("bob")
+    assert "long-polling" in bob.status
+    return alice, bob

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from selenium.webdriver.support.ui import Select
 
-from .harness import DesktopServer, Page, deliver, wait_until
+from .harness import DesktopServer, Page, alice_and_bob, deliver, wait_until
 
 SUBJECT = "Where is parcel 77"
 
@@ -62,12 +62,7 @@ def transfer(page: Page, kind: str, target: str) -> None:
 def test_reject_transfer_to_a_queue_and_a_skill_and_place_in_queue(
     desktop: DesktopServer, browser: Callable[..., Page]
 ) -> None:
-    alice = browser()
-    alice.open()
-    alice.login("alice")
-    bob = browser()
-    bob.open("?transport=long-polling")
-    bob.login("bob")
+    alice, bob = alice_and_bob(browser)
 
     alice.ready()
     deliver(desktop.smtp_port, SUBJECT, cc=None)

@@ -8,19 +8,13 @@ from collections.abc import Callable
 
 from selenium.webdriver.support.ui import Select
 
-from .harness import DesktopServer, Page, deliver, wait_until
+from .harness import DesktopServer, Page, alice_and_bob, deliver, wait_until
 
 
 def test_transfer_to_another_agent_then_a_workbin_pull(
     desktop: DesktopServer, browser: Callable[..., Page]
 ) -> None:
-    alice = browser()
-    alice.open()
-    alice.login("alice")
-    bob = browser()
-    bob.open("?transport=long-polling")
-    bob.login("bob")
-    assert "long-polling" in bob.status
+    alice, bob = alice_and_bob(browser)
 
     alice.ready()
     deliver(desktop.smtp_port, "Billing question about invoice 9", cc=None)

@@ -26,11 +26,9 @@ from __future__ import annotations
 from typing import Any, Final, Protocol
 
 from .protocol import (
-    ERR_META_DENIED,
     ERR_PUBLISH_DENIED,
     ERR_SUBSCRIBE_DENIED,
     ERR_UNKNOWN_CHANNEL,
-    is_meta,
     is_service,
     is_wildcard,
 )
@@ -73,7 +71,8 @@ class SecurityPolicy(Protocol):
         ...
 
     def can_subscribe(self, agent_id: str, pattern: str) -> str | None:
-        """May it subscribe to ``pattern`` (a channel, or a ``*``/``**`` wildcard)?"""
+        """May it subscribe to ``pattern`` (a channel, or a ``*``/``**`` wildcard)? Never
+        asked for ``/meta/**``, which the server refuses itself."""
         ...
 
     def can_publish(self, agent_id: str, channel: str, data: Any) -> str | None:
@@ -88,8 +87,6 @@ class AgentPolicy:
         return None
 
     def can_subscribe(self, agent_id: str, pattern: str) -> str | None:
-        if is_meta(pattern):
-            return ERR_META_DENIED
         if is_service(pattern) or pattern in AGENT_CHANNELS:
             return None
         if is_wildcard(pattern):
@@ -109,8 +106,6 @@ class BroadcastPolicy(AgentPolicy):
     still reach only that agent's sessions)."""
 
     def can_subscribe(self, agent_id: str, pattern: str) -> str | None:
-        if is_meta(pattern):
-            return ERR_META_DENIED
         return None
 
     def can_publish(self, agent_id: str, channel: str, data: Any) -> str | None:

@@ -606,9 +606,11 @@ class BayeuxServer:
     def _subscribe(self, message: Message, session: Session) -> Message:
         patterns = self._patterns(message)
         for pattern in patterns:
-            error = ERR_META_DENIED if is_meta(pattern) else None
-            if error is None:
-                error = self.policy.can_subscribe(session.agent_id, pattern)
+            error = (
+                ERR_META_DENIED
+                if is_meta(pattern)  # the protocol's own, whatever the policy
+                else self.policy.can_subscribe(session.agent_id, pattern)
+            )
             if error is not None:
                 raise _Refused(self._subscription_reply(message, error))
         before = list(session.subscriptions)

@@ -343,8 +343,7 @@ class Database:
                             continue  # the finally blocks return (and discard) it first
                         check = then(conn, first_result)
                         if check is None:
-                            conn.execute("COMMIT")
-                            self._synced(conn, pipeline)
+                            self._commit(conn, pipeline)
                             return
                     check()  # the pipeline's end brought the rest's results
                     self._commit(conn)
@@ -357,21 +356,12 @@ class Database:
                     if not last_try and lost(conn):
                         self._drop_dead()
 
-    def _synced(self, conn: Connection, pipeline: psycopg.Pipeline) -> None:
-        """The pipeline's last sync, which carries ``COMMIT``."""
-        try:
-            pipeline.sync()
-        except psycopg.OperationalError as exc:
-            if not lost(conn):
-                raise
-            raise Unavailable(
-                f"lost the connection to PostgreSQL at {self.where} while committing "
-                f"({_cause(exc)}): whether the change was stored is unknown"
-            ) from exc
-
-    def _commit(self, conn: Connection) -> None:
+    def _commit(self, conn: Connection, pipeline: psycopg.Pipeline | None = None) -> None:
+        """``COMMIT``; in ``pipeline``, with what is queued before it (its sync sends them)."""
         try:
             conn.execute("COMMIT")
+            if pipeline is not None:
+                pipeline.sync()
         except psycopg.OperationalError as exc:
             if not lost(conn):
                 raise
