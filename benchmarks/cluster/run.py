@@ -458,6 +458,7 @@ def run_wrk(
     args: argparse.Namespace,
     profile: Path | None = None,
     idle: dict[str, int] | None = None,
+    extra: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One wrk run through HAProxy; its figures with the CPU of every component. With
     ``profile`` (a directory), each server process is sampled by py-spy meanwhile. ``idle``:
@@ -480,6 +481,7 @@ def run_wrk(
     log = Path(setup.cluster.haproxy_log)
     offset = log.stat().st_size
     groups = setup.groups()
+    groups.update(extra or {})
     names = {k: thread_names(pid) for k, pid in groups.items() if k.startswith("server ")}
     groups.update({f"idle: {k}": pid for k, pid in (idle or {}).items()})
     stats = setup.pg_stats()
@@ -627,6 +629,7 @@ async def _listen(url: str) -> int:
                 for message in json.loads(frame):
                     channel = message.get("channel")
                     if channel == TOPIC:
+                        problems["notifications"] += 1  # (a count, not a problem)
                         data = message.get("data") or {}
                         user_data = data.get("userData") or {}
                         seq = user_data.get("benchSeq")
@@ -1121,6 +1124,11 @@ def main() -> int:
         "500 (empty: no part 2)",
     )
     parser.add_argument("--writer-connections", type=int, default=8)
+    parser.add_argument(
+        "--subscribed",
+        action="store_true",
+        help="part 1 with the agent's CometD session on the first process (raw Bayeux client)",
+    )
     parser.add_argument("--kills", type=int, default=5, help="part 3: leader kills (0: none)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument(
@@ -1184,8 +1192,12 @@ def main() -> int:
             order = keys[round_no % len(keys) :] + keys[: round_no % len(keys)]
             for key in order:
                 setup = setups[key]
+                # --subscribed: the agent's CometD session on the first process, as an agent
+                # working at the desktop has; every update's notification goes to it.
+                listener = Listener(setup.cluster.node_url(0)) if args.subscribed else None
+                extra = {"cometd client": listener.process.pid} if listener else None
                 if args.warmup > 0:
-                    warm = run_wrk(setup, args.warmup, args)
+                    warm = run_wrk(setup, args.warmup, args, extra=extra)
                     answered[key] += warm["ok"]
                     runs[key] += 1
                 others = {
@@ -1195,7 +1207,15 @@ def main() -> int:
                     for name, pid in other.groups().items()
                 }
                 profile = args.profile if round_no == 0 else None
-                r = run_wrk(setup, args.duration, args, profile, others)
+                r = run_wrk(setup, args.duration, args, profile, others, extra)
+                if listener is not None:
+                    time.sleep(1.0)  # the last notifications on their way
+                    got = listener.result()
+                    listener.stop()
+                    r["client_notifications"] = got["problems"].get("notifications", 0)
+                    r["client_problems"] = {
+                        k: v for k, v in got["problems"].items() if k != "notifications"
+                    }
                 answered[key] += r["ok"]
                 runs[key] += 1
                 results[key].append(r)
@@ -1303,7 +1323,14 @@ def print_wrk_round(round_no: int, key: str, r: dict[str, Any]) -> None:
         f"{split}  CPU µs/update: servers {us['servers']:.0f} ({servers}), postgres "
         f"{us.get('postgres', 0):.0f}, haproxy {us['haproxy']:.0f}, wrk {us['wrk']:.0f}, "
         f"idle configurations {us['idle configurations']:.0f}, other {us['other']:.0f}; "
-        f"machine idle {cpu['machine_idle'] / cpu['wall']:.2f} cores",
+        f"machine idle {cpu['machine_idle'] / cpu['wall']:.2f} cores"
+        + (
+            f"; CometD client {us.get('cometd client', 0):.0f} µs/update, received "
+            f"{r['client_notifications']} notifications (warm-up included)"
+            + (f", problems {r['client_problems']}" if r["client_problems"] else "")
+            if "client_notifications" in r
+            else ""
+        ),
         flush=True,
     )
 

@@ -18,7 +18,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from functools import partial
 from typing import ParamSpec, TypeVar
@@ -156,10 +156,10 @@ class NotificationDispatcher:
 
 
 class ClusterTail:
-    """One process among several on a shared store: delivers every committed notification to
-    this process's sessions (``NotificationTail``), and, while this process leads, follows
-    the other processes' commits into the router (``Engine.sync``) and marks what it read as
-    published.
+    """One process among several on a shared store: delivers every committed notification of
+    the agents with a session here to those sessions (``NotificationTail``), and, while this
+    process leads, marks everything up to its position published and follows the other
+    processes' commits into the router (``Engine.sync``).
 
     It reads when woken (this process committed; ``wake`` is also what a LISTEN/NOTIFY
     listener calls from its thread, via ``wake_threadsafe``) and every ``poll`` seconds
@@ -175,10 +175,15 @@ class ClusterTail:
         tail: NotificationTail,
         poll: float = 1.0,
         on_progress: Callable[[int, int], None] | None = None,
+        audience: Callable[[], Collection[str]] | None = None,
     ) -> None:
+        """``audience``: the agents this process delivers to (those with a session here),
+        called on the event loop before each read; ``None``: every agent's notifications."""
         self._core = core
         self._engine = engine
         self._tail = tail
+        self._audience = audience
+        self._led = False
         self._poll = poll
         self._on_progress = on_progress
         self._reader = concurrent.futures.ThreadPoolExecutor(
@@ -188,7 +193,6 @@ class ClusterTail:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._settled_backlog = False
         self._measured_at = float("-inf")
         self._lag = 0
         self._failures = _Failures("notification tail")
@@ -228,32 +232,26 @@ class ClusterTail:
         self._reader.shutdown(wait=True)
 
     async def read_once(self) -> int:
-        """Deliver everything committed after the position; while leading, follow the change
-        feed into the router and mark what was read published. Returns how many were
-        delivered."""
+        """Deliver everything committed after the position (of this process's agents, when
+        it has an ``audience``); while leading, mark it published up to the position and
+        follow the change feed into the router. Returns how many were delivered."""
         total = 0
         leading = self._engine.leading
-        if leading and not self._settled_backlog:
-            await self._read(self._tail.settle_backlog)
-            self._settled_backlog = True
-        elif not leading:
-            self._settled_backlog = False  # settle it again the next time this process leads
-        while True:
-            batch = await self._read(self._tail.take)
-            if not batch:
-                break
-            self._tail.publish(batch)
+        if leading != self._led:
+            self._led = leading
             if leading:
-                try:
-                    await self._read(self._tail.settle, batch)
-                except BaseException:
-                    # The position is past the batch already: what it did not mark is
-                    # settled with the backlog (pending up to the position) next time.
-                    self._settled_backlog = False
-                    raise
-            total += len(batch)
-            self.published += len(batch)
+                self._tail.settle_again()  # the backlog no process settled while none led
+        while True:
+            # The audience is taken here, on the loop, where the sessions live.
+            agents = None if self._audience is None else frozenset(self._audience())
+            page = await self._read(self._tail.take, agents)
+            self._tail.publish(page)
+            total += len(page.notifications)
+            self.published += len(page.notifications)
+            if not page.more:
+                break
         if leading:
+            await self._read(self._tail.settle)  # a failure is retried by the next one
             synced = await self._core.run_quiet(self._engine.sync)
             if synced.offered:
                 self._event.set()  # its offers committed notifications: read them next round

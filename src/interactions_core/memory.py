@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from .ports import (
     MailEntry,
     Notification,
     NotificationBacklog,
+    NotificationPage,
     OutgoingMail,
     PermanentMailError,
     TransientMailError,
@@ -93,6 +94,30 @@ class InMemoryStore:
             channels = [self._channels[k] for (kind, k), _ in newer if kind == "c"]
             position = newer[-1][1] if newer else after_seq
         return build(Changes, interactions=interactions, channels=channels, position=position)
+
+    def notifications_of(self, afters: Mapping[str, int], limit: int = 500) -> NotificationPage:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        with self._lock:
+            seqs: list[int] = []
+            for agent_id, after in afters.items():
+                of_agent = self._by_agent.get(agent_id, [])
+                start = bisect_right(of_agent, after)
+                seqs.extend(of_agent[start : start + limit])
+            seqs = sorted(seqs)[:limit]
+            found = [self._notifications[s].model_copy(update={"seq": s}) for s in seqs]
+            full = len(seqs) == limit
+            position = seqs[-1] if full else self._seq
+        return build(NotificationPage, notifications=found, position=position, more=full)
+
+    def settle_notifications(self, through_seq: int) -> int:
+        now = self._clock.now()
+        with self._lock:
+            due = [s for s in self._pending if s <= through_seq]
+            for s in due:
+                self._pending.remove(s)
+                self._published[s] = now
+        return len(due)
 
     # -- outbox reader
     def pending_notifications(self, after_seq: int = 0, limit: int = 500) -> list[Notification]:

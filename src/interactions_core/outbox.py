@@ -8,9 +8,9 @@ for tests and simple embeddings) and the server's asyncio dispatchers (``adapter
   they were handed over. A reader that breaks the port's contract (an entry without its
   ``seq``, or a batch that does not move forward) is an ``OutboxContractError``, never a loop.
 * ``NotificationTail``: the same for a process among several sharing one store: every
-  process reads *every* committed notification from its own position (``ports.ChangeFeed``)
-  and hands it to its own notifier (its own CometD sessions); only the leader marks them
-  published, which starts their retention.
+  process reads the committed notifications of the agents it serves from its own position
+  (``ports.ChangeFeed``) and hands them to its own notifier (its own CometD sessions); only
+  the leader marks them published, up to its position, which starts their retention.
 * ``MailDrain.settle``: what becomes of a mail after one delivery attempt. Sent: marked sent.
   A transient failure (and any unexpected error: nothing is dropped) is rescheduled with
   exponential backoff and jitter until the mail is ``max_age`` old, then it fails. A permanent
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,6 +34,7 @@ from .ports import (
     MailEntry,
     MailTransport,
     Notification,
+    NotificationPage,
     Notifier,
     OutboxReader,
     PermanentMailError,
@@ -135,9 +136,17 @@ class NotificationTail:
     published those already, to *its* clients. It starts at the store's ``feed_position``
     (what was committed before is for clients that catch up by replay,
     ``OutboxReader.notifications_since``) and moves forward only. ``settle`` (the leader's
-    job: one process, not each) marks what was read as published, which starts its retention
-    (``purge_notifications``); ``settle_backlog`` marks what was pending before this process
-    started reading, once, when it becomes the leader.
+    job: one process, not each) marks everything up to the position published, which starts
+    its retention (``purge_notifications``), the backlog committed while no process led
+    included.
+
+    **Only the agents it serves.** ``take(agents)`` reads the notifications of those agents
+    alone (``ChangeFeed.notifications_of``) and still moves the position to the snapshot's
+    high-water mark: with N processes each notification is read by the process holding its
+    agent's session, not N times. An agent that was not in the previous read's set is read
+    from where that read started: its session may have appeared while that read ran, after
+    its set was taken, and what was committed meanwhile would otherwise be skipped.
+    ``take()`` without agents reads everyone's (a notifier that is not per agent).
     """
 
     def __init__(
@@ -151,54 +160,104 @@ class NotificationTail:
         self.limit = limit
         self.position = 0
         self.published = 0
+        self.settled = 0  # the position ``settle`` last marked up to
+        # The agents of the last read, and the position it started from; the agents a full
+        # page left behind the position, and where each reads on from.
+        self._last_agents: frozenset[str] | None = None
+        self._last_start = 0
+        self._behind: dict[str, int] = {}
+        self._taken: tuple[int, dict[str, int] | None] | None = None
 
     def start(self) -> int:
         """Begin at the store's current position (call once, before the first ``take``)."""
-        self.position = self.feed.feed_position()
+        self.position = self.settled = self._last_start = self.feed.feed_position()
         return self.position
 
-    def take(self) -> list[Notification]:
-        """The next batch after ``position``, checked as ``NotificationDrain.take`` checks."""
-        batch = self.feed.notifications_after(self.position, self.limit)
-        last = self.position
+    def take(self, agents: Collection[str] | None = None) -> NotificationPage:
+        """The next page after ``position``: ``agents``' notifications (every agent's when
+        ``None``), checked as ``NotificationDrain.take`` checks. Hand it to ``publish``."""
+        if agents is None:
+            batch = self.feed.notifications_after(self.position, self.limit)
+            self._check(batch, None)
+            page = NotificationPage.model_construct(
+                notifications=batch,
+                position=batch[-1].seq if batch else self.position,
+                more=len(batch) >= self.limit,
+            )
+            self._taken = (self.position, None)
+            return page
+        previous = self._last_agents
+        afters: dict[str, int] = {}
+        for agent in agents:
+            after = self._behind.get(agent, self.position)
+            if previous is not None and agent not in previous:
+                after = min(after, self._last_start)  # joined while the last read ran
+            afters[agent] = after
+        page = self.feed.notifications_of(afters, self.limit)
+        self._check(page.notifications, afters)
+        if page.notifications and page.position < page.notifications[-1].seq:
+            raise OutboxContractError(
+                f"{type(self.feed).__name__}.notifications_of gave position {page.position}"
+                f" below seq {page.notifications[-1].seq} it returned (ports.ChangeFeed)"
+            )
+        self._taken = (self.position, afters)
+        return page
+
+    def _check(self, batch: Sequence[Notification], afters: dict[str, int] | None) -> None:
+        last = 0 if afters is not None else self.position
         for n in batch:
-            if n.seq <= last:
+            floor = afters.get(n.agent_id) if afters is not None else last
+            if floor is None or n.seq <= max(last, floor):
                 raise OutboxContractError(
-                    f"{type(self.feed).__name__}.notifications_after({self.position}) returned "
-                    f"seq {n.seq} after {last}: every entry must carry its positive seq, in "
-                    "increasing order (ports.ChangeFeed)"
+                    f"{type(self.feed).__name__} returned seq {n.seq} of {n.agent_id!r} after"
+                    f" {last} (position {self.position}): every entry must carry its positive"
+                    " seq, in increasing order, of an agent asked for, above its position"
+                    " (ports.ChangeFeed)"
                 )
             last = n.seq
-        return batch
 
-    def publish(self, batch: Sequence[Notification]) -> None:
-        """Hand the batch to this process's notifier and move past it."""
-        for n in batch:
+    def publish(self, page: NotificationPage) -> None:
+        """Hand the page to this process's notifier and move past it."""
+        for n in page.notifications:
             self.notifier.publish(n)
-        if batch:
-            self.position = batch[-1].seq
-            self.published += len(batch)
+        self.published += len(page.notifications)
+        taken, self._taken = self._taken, None
+        if taken is None or taken[0] != self.position:
+            raise RuntimeError("publish a page right after the take that read it")
+        start, afters = taken
+        if afters is None:  # every agent's
+            self.position = max(self.position, page.position)
+            self._last_agents, self._last_start = None, start
+            return
+        if not page.more:
+            self.position = max(self.position, page.position)
+            self._behind = {}
+        else:
+            # Full: each agent is read up to the page's last seq, no further.
+            last = page.position
+            self.position = max(self.position, last)
+            self._behind = {
+                a: max(after, last)
+                for a, after in afters.items()
+                if max(after, last) < self.position
+            }
+        self._last_agents, self._last_start = frozenset(afters), start
 
-    def settle(self, batch: Sequence[Notification]) -> None:
-        """Leader: mark the batch published (idempotent; their retention starts now)."""
-        if batch:
-            self.reader.mark_notifications_done([n.seq for n in batch])
+    def settle(self) -> int:
+        """Leader: mark every notification up to ``position`` published, whoever's it is
+        (each process read its own agents' up to there; idempotent, and what a failed call
+        left is marked by the next one). Returns how many were marked."""
+        if self.position <= self.settled:
+            return 0
+        through = self.position
+        marked = self.feed.settle_notifications(through)
+        self.settled = through
+        return marked
 
-    def settle_backlog(self) -> int:
-        """Leader, once: mark published what is still pending up to ``position`` (committed
-        before this process read, or while no process led); returns how many."""
-        total, after = 0, 0
-        while True:
-            batch = [
-                n
-                for n in self.reader.pending_notifications(after, self.limit)
-                if n.seq <= self.position
-            ]
-            if not batch:
-                return total
-            self.reader.mark_notifications_done([n.seq for n in batch])
-            total += len(batch)
-            after = batch[-1].seq
+    def settle_again(self) -> None:
+        """The next ``settle`` marks up to the position even where it has not moved: this
+        process leads anew, and what was committed while no process led is pending still."""
+        self.settled = 0
 
     def lag(self) -> int:
         """How many seqs the store has given beyond ``position`` (0: caught up)."""

@@ -13,7 +13,7 @@ nothing, and nothing already committed or stored is lost by it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -155,6 +155,22 @@ class Changes(BaseModel):
     channels: list[ChannelState]
     position: int
     """Read on with ``changes_since(position)``: every change committed later is after it."""
+
+
+class NotificationPage(BaseModel):
+    """What ``ChangeFeed.notifications_of`` found: some agents' notifications after their
+    positions, and the position every one of them is read up to."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    notifications: list[Notification]
+    """In ``seq`` order, each with its ``seq``; at most ``limit``."""
+    position: int
+    """Every notification of the agents asked for with ``seq <= position`` (and above the
+    agent's ``after``) is in this page or was before it: the snapshot's high-water mark
+    (``feed_position``) when the page holds fewer than ``limit``, else its last seq."""
+    more: bool
+    """The page is full (``limit`` notifications): read on from ``position`` for the rest."""
 
 
 class MailEntry(BaseModel):
@@ -469,6 +485,23 @@ class ChangeFeed(Protocol):
         they are now: each once, however often it changed, in the order of its last change,
         at most ``limit`` of them in all. ``position`` is the last one's change seq (read on
         from it for the rest), or ``after_seq`` when nothing changed."""
+        ...
+
+    def notifications_of(self, afters: Mapping[str, int], limit: int = 500) -> NotificationPage:
+        """The retained notifications of the agents in ``afters``, each agent's with
+        ``seq > afters[agent]``, published or not, in ``seq`` order, at most ``limit``, read in
+        one snapshot with its high-water mark (``NotificationPage.position``).
+
+        What a process delivering to its own sessions reads (``outbox.NotificationTail``):
+        only its agents' rows, however many processes share the store. An empty ``afters``
+        reads no rows and still gives the position. ``limit`` must be >= 1 (``ValueError``)."""
+        ...
+
+    def settle_notifications(self, through_seq: int) -> int:
+        """Mark every pending notification with ``seq <= through_seq`` published (their
+        retention starts now, as with ``mark_notifications_done``); returns how many. Every
+        agent's, read or not: the one process that leads settles what all have read up to
+        a position. Idempotent."""
         ...
 
 

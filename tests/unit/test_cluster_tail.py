@@ -1,11 +1,10 @@
-"""``ClusterTail`` (the server's notification tail): a leader whose marking of a batch fails
-(the database went away between the read and the mark) marks it with the backlog next time,
-so no notification stays unpublished (and unpurgeable) for good."""
+"""``ClusterTail`` (the server's notification tail): a leader whose settling fails (the
+database went away between the read and the mark) settles it with the next read, so no
+notification stays unpublished (and unpurgeable) for good; an audience limits what is read."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,15 +18,15 @@ from interactions_core.ports import Notification, RawMessage
 
 
 class FlakyMarks(InMemoryStore):
-    """Refuses the first ``fail`` marks, as a database in an outage would."""
+    """Refuses the first ``fail`` settles, as a database in an outage would."""
 
     fail = 1
 
-    def mark_notifications_done(self, seqs: Sequence[int]) -> None:
+    def settle_notifications(self, through_seq: int) -> int:
         if self.fail:
             self.fail -= 1
             raise Unavailable("the database is unavailable")
-        super().mark_notifications_done(seqs)
+        return super().settle_notifications(through_seq)
 
 
 class Leading:
@@ -39,15 +38,15 @@ class Leading:
         return SyncReport()
 
 
-def commit(store: InMemoryStore, n: int) -> None:
+def commit(store: InMemoryStore, n: int, agent_id: str = "alice") -> None:
     with store.unit_of_work() as uow:
         uow.outbox.add_notification(
-            Notification(agent_id="alice", payload=RawMessage(data={"n": n}))
+            Notification(agent_id=agent_id, payload=RawMessage(data={"n": n}))
         )
         uow.commit()
 
 
-async def test_a_batch_whose_mark_failed_is_marked_with_the_backlog_next_time() -> None:
+async def test_a_read_whose_settle_failed_is_settled_by_the_next_one() -> None:
     store = FlakyMarks()
     notifier = RecordingNotifier()
     core = CoreRunner()
@@ -66,6 +65,33 @@ async def test_a_batch_whose_mark_failed_is_marked_with_the_backlog_next_time() 
         await cluster_tail.read_once()
         assert len(notifier.published) == 4  # nothing twice
         assert store.pending_notifications() == []
+    finally:
+        await asyncio.wait_for(cluster_tail.stop(), 10)
+        core.shutdown()
+
+
+async def test_an_audience_limits_what_is_read_and_the_leader_settles_everyones() -> None:
+    store = InMemoryStore()
+    notifier = RecordingNotifier()
+    core = CoreRunner()
+    engine: Any = Leading()
+    tail = NotificationTail(store, store, notifier)
+    tail.start()
+    here = {"alice"}
+    cluster_tail = ClusterTail(core, engine, tail, audience=lambda: here)
+    try:
+        commit(store, 1, "alice")
+        commit(store, 2, "bob")
+        assert await cluster_tail.read_once() == 1
+        assert [n.agent_id for n in notifier.published] == ["alice"]
+        assert tail.position == store.feed_position()  # past bob's too
+        assert store.pending_notifications() == []  # the leader settled both
+        here.add("bob")  # his first session: the last read is read again for him (it may
+        # have begun while his session was made; earlier ones are for its replay)
+        commit(store, 3, "bob")
+        assert await cluster_tail.read_once() == 2  # bob's 2 (joined since), and 3
+        assert [n.to_wire()["n"] for n in notifier.published] == [1, 2, 3]
+        assert await cluster_tail.read_once() == 0
     finally:
         await asyncio.wait_for(cluster_tail.stop(), 10)
         core.shutdown()

@@ -53,10 +53,12 @@ class Node:
 
     def deliver(self) -> int:
         """What the server's tail does: every committed notification to this node's clients."""
-        total = 0
-        while batch := self.tail.take():
-            self.tail.publish(batch)
-            total += len(batch)
+        total, more = 0, True
+        while more:
+            page = self.tail.take()
+            self.tail.publish(page)
+            total += len(page.notifications)
+            more = page.more
         return total
 
 

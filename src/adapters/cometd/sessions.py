@@ -18,7 +18,7 @@ messages wait in it, nothing is taken, so the replay and the live messages go ou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView
 from typing import Protocol
 
 from .protocol import META_CONNECT, Message, matches
@@ -222,6 +222,11 @@ class SessionRegistry:
             of_agent.remove(session)
             if not of_agent:
                 del self._by_agent[session.agent_id]
+
+    def agents(self) -> KeysView[str]:
+        """The agents with at least one session (a live view: read it on the loop, or copy
+        it there; ``agent in agents()`` is safe from any thread)."""
+        return self._by_agent.keys()
 
     def of_agent(self, agent_id: str) -> Iterator[Session]:
         of_agent = self._by_agent.get(agent_id)

@@ -48,7 +48,7 @@ semantics as the SQLite store's migration 3).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -59,6 +59,7 @@ from interactions_core.ports import (
     MailEntry,
     Notification,
     NotificationBacklog,
+    NotificationPage,
     OutgoingMail,
     RawMessage,
 )
@@ -147,6 +148,25 @@ _NOTIFICATIONS_AFTER: Final = (
     "SELECT seq, agent_id, topic, payload FROM outbox"
     " WHERE seq > %s AND kind = 'notification' ORDER BY seq LIMIT %s"
 )
+# Some agents' notifications, each after its own seq (one index range on
+# ix_outbox_agent_notifications an agent), with the high-water mark: one statement, so one
+# snapshot, and every seq the mark covers is committed or never will be (the outbox lock).
+_NOTIFICATIONS_OF: Final = (
+    "SELECT m.high, n.seq, n.agent_id, n.topic, n.payload FROM"
+    f" ({_FEED_POSITION} AS high) AS m"
+    " LEFT JOIN LATERAL (SELECT o.seq, o.agent_id, o.topic, o.payload"
+    "  FROM unnest(%(agents)s::text[], %(afters)s::bigint[]) AS a(agent, after)"
+    "  CROSS JOIN LATERAL (SELECT seq, agent_id, topic, payload FROM outbox"
+    "   WHERE kind = 'notification' AND agent_id = a.agent AND seq > a.after"
+    "   ORDER BY seq LIMIT %(limit)s) AS o"
+    "  ORDER BY o.seq LIMIT %(limit)s) AS n ON true"
+    " ORDER BY n.seq"
+)
+# The pending ones up to a seq (ix_outbox_pending_notifications), whoever's they are.
+_SETTLE: Final = (
+    "UPDATE outbox SET published_at = %s, status = 'sent', done_at = %s"
+    " WHERE kind = 'notification' AND published_at IS NULL AND seq <= %s"
+)
 _CHANGES_SINCE: Final = (
     "(SELECT change_seq, true, data FROM interactions WHERE change_seq > %(after)s"
     "  ORDER BY change_seq LIMIT %(limit)s)"
@@ -197,6 +217,31 @@ class PostgresOutboxReader:
         params = (_bigint(after_seq), limit)
         rows = self._db.retryable(lambda c: c.execute(_NOTIFICATIONS_AFTER, params).fetchall())
         return [_notification(*row) for row in rows]
+
+    def notifications_of(self, afters: Mapping[str, int], limit: int = 500) -> NotificationPage:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        agents = sorted(afters)
+        params = {
+            "agents": [text(a) for a in agents],
+            "afters": [_bigint(afters[a]) for a in agents],
+            "limit": limit,
+        }
+        rows = self._db.retryable(lambda c: c.execute(_NOTIFICATIONS_OF, params).fetchall())
+        found = [_notification(*row[1:]) for row in rows if row[1] is not None]
+        full = len(found) == limit
+        return NotificationPage.model_construct(
+            notifications=found,
+            position=found[-1].seq if full else int(rows[0][0]),
+            more=full,
+        )
+
+    def settle_notifications(self, through_seq: int) -> int:
+        if through_seq < 1:
+            return 0
+        now = utc(self._clock.now())
+        params = (now, now, _bigint(through_seq))
+        return self._db.retryable(lambda c: c.execute(_SETTLE, params).rowcount)
 
     def changes_since(self, after_seq: int, limit: int = 500) -> Changes:
         if limit <= 0 or after_seq >= _BIGINT_MAX:

@@ -60,6 +60,7 @@ from .connection import Connection, Database, connect, connection_settings
 from .migrations import apply_migrations, check_version, waiting_predicate
 from .outbox import INSERT_MAIL, INSERT_NOTIFICATION, OUTBOX_LOCK_KEY, PostgresOutboxReader
 from .rows import COLUMNS, decode, encode_json, row_values, text, utc
+from .wake import WAKE_CHANNEL, wake_payload
 
 if TYPE_CHECKING:
     from interactions_core.ports import Store, UnitOfWork
@@ -84,9 +85,7 @@ _MARK_CHANGED: Final = (
 _MARK_CHANNELS_CHANGED: Final = (
     "UPDATE agent_channels SET change_seq = nextval('outbox_seq') WHERE agent_id = ANY(%s::text[])"
 )
-_NOTIFY: Final = "SELECT pg_notify(%s, '')"
-WAKE_CHANNEL: Final = "interactions_changes"
-"""The LISTEN/NOTIFY channel every commit that wrote something notifies (``Wakeups``)."""
+_NOTIFY: Final = "SELECT pg_notify(%s, %s)"  # wake.py: who committed, whose notifications
 _CHANNEL: Final = "SELECT data FROM agent_channels WHERE agent_id = %s"
 _CHANNELS: Final = "SELECT data FROM agent_channels ORDER BY agent_id"
 _INSERT_CHANNEL: Final = (
@@ -189,6 +188,12 @@ class PostgresStore(PostgresOutboxReader):
                 check_version(conn)
         self._db.open()
         self._closed = False
+
+    @property
+    def origin(self) -> str:
+        """This store object's id: on its mail claims (outbox.py) and on its commits'
+        wake-ups (wake.py), so that this process's listener can tell its own."""
+        return self._claimant
 
     @property
     def where(self) -> str:
@@ -325,6 +330,7 @@ class PostgresStore(PostgresOutboxReader):
                 (INSERT_MAIL, (text(m.interaction_id), m.model_dump_json(), now, now)) for m in mail
             )
         writes = bool(inserts or outbox_rows or values or channel_writes)
+        wake = wake_payload(self._claimant, (agent for agent, _, _ in notifications))
         # COMMIT goes with the inserts unless their results must be seen first: an insert
         # refused by a unique index (ON CONFLICT DO NOTHING), or a test's hook before COMMIT.
         commit_with_inserts = not inserts and (
@@ -387,7 +393,7 @@ class PostgresStore(PostgresOutboxReader):
                 conn.execute(_MARK_CHANGED, ([text(iid) for iid in values],))
             if channel_writes:
                 conn.execute(_MARK_CHANNELS_CHANGED, ([text(a) for a, *_ in channel_writes],))
-            conn.execute(_NOTIFY, (WAKE_CHANNEL,))
+            conn.execute(_NOTIFY, (WAKE_CHANNEL, wake))
             if commit_with_inserts:
                 return None
 

@@ -7,11 +7,12 @@ its own (LISTEN belongs to the session, so a pooled connection would not do), on
 each delivery calls ``wake()``, which the server turns into "read the outbox and the change
 feed now" (``adapters.runtime.ClusterTail``).
 
-A wake-up carries nothing: what changed is read from the tables, in commit order, from the
-reader's own position. So a wake-up lost (the listening connection dropped, or PostgreSQL's
-notification queue full) delays a reader but never makes it miss anything; the reader also
-polls, as the fallback. After every (re)connection ``wake()`` is called once, for what was
-committed while nobody listened.
+A wake-up carries only a hint (wake.py: who committed, whose notifications), which
+``wanted`` may use to skip it: what changed is read from the tables, in commit order, from the
+reader's own position. So a wake-up lost or skipped (the listening connection dropped,
+PostgreSQL's notification queue full, another process's agents) delays a reader but never
+makes it miss anything; the reader also polls, as the fallback. After every (re)connection
+``wake()`` is called once, for what was committed while nobody listened.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Final
 import psycopg
 
 from .connection import Connection, DatabaseUnreachable, connect, connection_settings, describe
-from .store import WAKE_CHANNEL
+from .wake import WAKE_CHANNEL, WakeUp
 
 __all__ = ["Wakeups"]
 
@@ -36,8 +37,9 @@ _RETRY_S: Final = 1.0
 
 class Wakeups:
     """``start()``: listen on ``WAKE_CHANNEL`` and call ``wake`` (from this object's thread)
-    for every burst of notifications; ``stop()``: stop listening. ``wake`` must be quick and
-    thread-safe (e.g. ``loop.call_soon_threadsafe(event.set)``)."""
+    for every burst of notifications with one ``wanted`` (all, when ``None``); ``stop()``:
+    stop listening. ``wake`` and ``wanted`` must be quick and thread-safe (e.g.
+    ``loop.call_soon_threadsafe(event.set)``)."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class Wakeups:
         application_name: str = "interactions",
         connect_timeout_s: float = 10.0,
         channel: str = WAKE_CHANNEL,
+        wanted: Callable[[WakeUp], bool] | None = None,
     ) -> None:
         self._dsn = dsn
         self._where = describe(dsn)
@@ -57,11 +60,13 @@ class Wakeups:
             connect_timeout_s=connect_timeout_s,
         )
         self._wake = wake
+        self._wanted = wanted
         self._channel = channel
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
-        self.received = 0  # notifications delivered (for tests and health)
+        self.received = 0  # wake() calls (for tests and health)
+        self.skipped = 0  # notifications ``wanted`` refused
         self.connected = False
 
     def start(self) -> None:
@@ -98,14 +103,15 @@ class Wakeups:
                 down = False
                 self._call()  # what was committed while nobody listened
                 while not self._stopping.is_set():
-                    got = False
-                    for _ in conn.notifies(timeout=_IDLE_CHECK_S, stop_after=1):
-                        got = True
+                    got = want = False
+                    for note in conn.notifies(timeout=_IDLE_CHECK_S, stop_after=1):
+                        got, want = True, self._wants(note.payload)
                     if got:
                         # Drain what else arrived meanwhile: one wake-up for a burst.
-                        for _ in conn.notifies(timeout=0, stop_after=10_000):
-                            pass
-                        self._call()
+                        for note in conn.notifies(timeout=0, stop_after=10_000):
+                            want = self._wants(note.payload) or want
+                        if want:
+                            self._call()
             except psycopg.Error as exc:
                 if not self._stopping.is_set():
                     if not down:
@@ -115,6 +121,19 @@ class Wakeups:
                 self.connected = False
                 self._close()
             self._stopping.wait(0.1 if not down else _RETRY_S)
+
+    def _wants(self, payload: str) -> bool:
+        wanted = self._wanted
+        if wanted is None:
+            return True
+        try:
+            if wanted(WakeUp.parse(payload)):
+                return True
+        except Exception:
+            _log.exception("wake-ups: wanted() raised; waking")
+            return True
+        self.skipped += 1
+        return False
 
     def _call(self) -> None:
         self.received += 1

@@ -401,6 +401,9 @@ def build(
             application_name=settings.database_application_name,
             connect_timeout_s=settings.database_connect_timeout_seconds,
             check_interval_s=settings.leader_check_interval_seconds,
+            # The tail reads only the agents with a CometD session here (a notifier given by
+            # the embedder may deliver anyone's: then it reads every notification).
+            audience=cometd.sessions.agents if notifier is None else None,
         )
     server.app = create_app(api, lifespan=server.lifespan)
     from ..desktop import install_desktop  # the agent desktop at / (docs/desktop.md)

@@ -5,11 +5,13 @@ them (docs/deployment.md).
   lock; it routes and runs the offer timeouts and the notification purge
   (``Engine.lead``). The others follow (``Engine.follow``): they serve every request, take
   mail in and send mail out, and their commits reach the leader through the change feed.
-* **The notification tail.** ``adapters.runtime.ClusterTail``: each process delivers every
-  committed notification, in commit order, to the CometD sessions it holds; the leader also
-  follows the change feed into its router (``Engine.sync``).
+* **The notification tail.** ``adapters.runtime.ClusterTail``: each process delivers the
+  committed notifications of the agents with a CometD session on it, in commit order, to
+  those sessions (it reads no other agent's); the leader also marks everything up to its
+  position published and follows the change feed into its router (``Engine.sync``).
 * **Wake-ups.** ``adapters.postgres.wakeups.Wakeups``: LISTEN/NOTIFY wakes the tail at once
-  after a commit anywhere; the tail also polls every ``poll_seconds``.
+  after a commit of another process that concerns it (the leader: every one; a follower: one
+  with notifications for its agents); the tail also polls every ``poll_seconds``.
 
 A SQLite store is one process: it leads from the start and uses none of this.
 """
@@ -19,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from interactions_core.engine import Engine
 from interactions_core.outbox import NotificationTail
@@ -27,6 +31,9 @@ from interactions_core.ports import ChangeFeed, Notifier, Store
 
 from ..runtime import ClusterTail, CoreRunner
 from .node import NodeStatus
+
+if TYPE_CHECKING:  # psycopg is an optional dependency: imported where a cluster is built
+    from ..postgres.wake import WakeUp
 
 _log = logging.getLogger(__name__)
 
@@ -41,6 +48,8 @@ class Cluster:
     node: NodeStatus
     tail: ClusterTail
     dsn: str
+    audience: Callable[[], Collection[str]] | None = None
+    """The agents with a session on this process (``None``: every agent's notifications)."""
     application_name: str = "interactions"
     connect_timeout_s: float = 10.0
     check_interval_s: float = 1.0
@@ -63,8 +72,21 @@ class Cluster:
             self.tail.wake_threadsafe,
             application_name=self.application_name,
             connect_timeout_s=self.connect_timeout_s,
+            wanted=self._wanted,
         )
+        origin = getattr(self.engine.store, "origin", None)
+        self._origin: str | None = origin if isinstance(origin, str) else None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _wanted(self, wake: WakeUp) -> bool:
+        """On the listener's thread: does this commit concern this process's tail?"""
+        if wake.by is not None and wake.by == self._origin:
+            return False  # its own: the tail was woken at its commit (``core.on_change``)
+        if self.engine.leading or wake.agents is None or self.audience is None:
+            return True
+        # ``in`` on the registry's dict is one atomic lookup (no iteration across threads).
+        here = self.audience()
+        return any(agent in here for agent in wake.agents)
 
     @classmethod
     def build(
@@ -79,7 +101,11 @@ class Cluster:
         connect_timeout_s: float = 10.0,
         check_interval_s: float = 1.0,
         poll_seconds: float = 1.0,
+        audience: Callable[[], Collection[str]] | None = None,
     ) -> Cluster:
+        """``audience``: the agents ``notifier`` delivers to on this process, called on the
+        event loop and (for ``in`` alone) on the wake-up listener's thread; ``None`` when the
+        notifier is not per agent, and then every notification is read."""
         store: Store = engine.store
         if not isinstance(store, ChangeFeed):
             raise TypeError(f"{type(store).__name__} has no change feed: it cannot be shared")
@@ -95,6 +121,7 @@ class Cluster:
             NotificationTail(store, store, notifier),
             poll=poll_seconds,
             on_progress=progress,
+            audience=audience,
         )
         return cls(
             engine,
@@ -102,6 +129,7 @@ class Cluster:
             node,
             tail,
             dsn,
+            audience,
             application_name=application_name,
             connect_timeout_s=connect_timeout_s,
             check_interval_s=check_interval_s,

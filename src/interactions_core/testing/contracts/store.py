@@ -1193,6 +1193,75 @@ class StoreContract(ABC):
                 uow.commit()
         assert [(i.id, i.version) for i in feed.changes_since(start).interactions] == [("I1", 2)]
 
+    def test_notifications_of_reads_the_agents_asked_for_each_after_its_own_seq(self) -> None:
+        feed = self.feed
+        start = feed.feed_position()
+        self.notify("a1", agent_id="alice")
+        self.notify("b1", agent_id="bob")
+        self.notify("c1", agent_id="carol")
+        self.notify("a2", agent_id="alice")
+        self.notify("b2", agent_id="bob")
+        every = feed.notifications_after(start)
+        seq = {n.to_wire()["text"]: n.seq for n in every}
+        first = self.store.pending_notifications()[0]
+        self.store.mark_notifications_done([first.seq])  # published or not: both are read
+        page = feed.notifications_of({"alice": start, "bob": seq["b1"]})
+        assert [n.to_wire()["text"] for n in page.notifications] == ["a1", "a2", "b2"]
+        assert [n.agent_id for n in page.notifications] == ["alice", "alice", "bob"]
+        assert [n.seq for n in page.notifications] == [seq["a1"], seq["a2"], seq["b2"]]
+        assert page.more is False
+        assert page.position == feed.feed_position() >= seq["b2"]
+        # Nobody asked for: no rows, and the position all the same.
+        empty = feed.notifications_of({})
+        assert (empty.notifications, empty.more, empty.position) == ([], False, page.position)
+        assert feed.notifications_of({"dave": start}).notifications == []
+        assert feed.notifications_of({"alice": page.position}).notifications == []
+
+    def test_notifications_of_a_full_page_stops_at_its_last_seq(self) -> None:
+        feed = self.feed
+        start = feed.feed_position()
+        for n in range(3):
+            self.notify(f"a{n}", agent_id="alice")
+            self.notify(f"b{n}", agent_id="bob")
+        page = feed.notifications_of({"alice": start, "bob": start}, limit=4)
+        assert [n.to_wire()["text"] for n in page.notifications] == ["a0", "b0", "a1", "b1"]
+        assert page.more is True and page.position == page.notifications[-1].seq
+        rest = feed.notifications_of({"alice": page.position, "bob": page.position}, limit=4)
+        assert [n.to_wire()["text"] for n in rest.notifications] == ["a2", "b2"]
+        assert rest.more is False and rest.position == feed.feed_position()
+        with pytest.raises(ValueError):
+            feed.notifications_of({"alice": start}, limit=0)
+
+    def test_notifications_of_the_position_covers_what_is_committed_later(self) -> None:
+        feed = self.feed
+        self.notify("a1", agent_id="alice")
+        page = feed.notifications_of({"alice": 0})
+        self.notify("b1", agent_id="bob")  # another agent's moves the position, not the rows
+        self.notify("a2", agent_id="alice")
+        later = feed.notifications_of({"alice": page.position, "bob": page.position})
+        assert [n.to_wire()["text"] for n in later.notifications] == ["b1", "a2"]
+        assert later.position > page.position
+
+    def test_settle_notifications_marks_every_agents_up_to_a_seq(self) -> None:
+        feed = self.feed
+        start = feed.feed_position()
+        self.notify("a1", agent_id="alice")
+        self.notify("b1", agent_id="bob")
+        self.notify("a2", agent_id="alice")
+        a1, b1, a2 = feed.notifications_after(start)
+        assert feed.settle_notifications(b1.seq) == 2
+        assert [n.seq for n in self.store.pending_notifications()] == [a2.seq]
+        assert feed.settle_notifications(b1.seq) == 0  # idempotent
+        assert feed.settle_notifications(0) == 0
+        # Settled means published: retained for replay, purgeable, never pending again.
+        assert [n.seq for n in self.store.notifications_since("alice", start).notifications] == [
+            a1.seq,
+            a2.seq,
+        ]
+        assert feed.settle_notifications(feed.feed_position()) == 1
+        assert self.store.pending_notifications() == []
+        assert self.store.purge_notifications(self.clock.now() + timedelta(seconds=1)) == 3
+
     def test_notifications_after_lists_every_agents_published_or_not(self) -> None:
         feed = self.feed
         start = feed.feed_position()
