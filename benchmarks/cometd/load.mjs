@@ -2,8 +2,15 @@
 //   node load.mjs '{"url":..., "server":"ours"|"node", "clients":1000, "rate":..., "duration":...}'
 //   mode "load": subscribe, start the server's publisher, measure delivery rate and latency.
 //   mode "idle": handshake and hold one /meta/connect per session, print "held", wait for stdin.
+//   mode "broadcast": every client subscribes to one channel (cfg.channel), and one more
+//   client publishes on it at cfg.rate/s (open loop, a client publish per message, as any
+//   Bayeux client would); each publish reaches every subscriber. Reports deliveries/s, the
+//   publish-to-receipt latency, and the publishes' own replies (latency, and how many took
+//   longer than cfg.publishTimeout ms, default 10,000: "timed out").
 //   transport "long-polling" (default) or "websocket" (one socket per session; ours only, the
 //   Node server has no websocket transport).
+//   A line {"phase":"measuring"} is written when the measured interval starts (the runner
+//   reads the server's CPU then, and again at the report).
 import http from "node:http";
 import {performance} from "node:perf_hooks";
 import WebSocket from "ws";
@@ -51,11 +58,20 @@ let delivered = 0;
 let measuring = false;
 let running = true;
 
+const BROADCAST = cfg.mode === "broadcast";
+const subscription = (name) =>
+    BROADCAST ? cfg.channel : cfg.server === "ours" ? "/me/interactions" : "/agents/" + name;
+
 class Client {
     constructor(index) {
-        this.name = "a" + index;
+        this.name = index < 0 ? "publisher" : "a" + index;
+        this.subscribes = index >= 0;
         this.cookie = null;
         this.msgId = 0;
+    }
+    publish(data) {
+        return post("", [{channel: cfg.channel, clientId: this.clientId, data,
+            id: String(++this.msgId)}], this.cookie).then((r) => r.messages[0]);
     }
     async start() {
         const ext = cfg.server === "ours" ? {agent: this.name} : {};
@@ -65,10 +81,11 @@ class Client {
         const reply = hs.messages[0];
         if (!reply.successful) throw new Error(JSON.stringify(reply));
         this.clientId = reply.clientId;
-        const channel = cfg.server === "ours" ? "/me/interactions" : "/agents/" + this.name;
-        const sub = await post("", [{channel: "/meta/subscribe", clientId: this.clientId,
-            subscription: channel, id: String(++this.msgId)}], this.cookie);
-        if (!sub.messages[0].successful) throw new Error(JSON.stringify(sub.messages[0]));
+        if (this.subscribes) {
+            const sub = await post("", [{channel: "/meta/subscribe", clientId: this.clientId,
+                subscription: subscription(this.name), id: String(++this.msgId)}], this.cookie);
+            if (!sub.messages[0].successful) throw new Error(JSON.stringify(sub.messages[0]));
+        }
         // Like the JS client: the first connect asks for an immediate answer (advice.timeout 0).
         await this.connect({timeout: 0});
     }
@@ -94,9 +111,13 @@ class Client {
 class WsClient {
     // The same Bayeux exchange over one websocket: replies are matched to requests by id.
     constructor(index) {
-        this.name = "a" + index;
+        this.name = index < 0 ? "publisher" : "a" + index;
+        this.subscribes = index >= 0;
         this.msgId = 0;
         this.waiting = new Map();
+    }
+    publish(data) {
+        return this.send({channel: cfg.channel, clientId: this.clientId, data});
     }
     send(message) {
         message.id = String(++this.msgId);
@@ -128,9 +149,11 @@ class WsClient {
             supportedConnectionTypes: ["websocket"], ext: {agent: this.name}});
         if (!hs.successful) throw new Error(JSON.stringify(hs));
         this.clientId = hs.clientId;
-        const sub = await this.send({channel: "/meta/subscribe", clientId: this.clientId,
-            subscription: "/me/interactions"});
-        if (!sub.successful) throw new Error(JSON.stringify(sub));
+        if (this.subscribes) {
+            const sub = await this.send({channel: "/meta/subscribe", clientId: this.clientId,
+                subscription: subscription(this.name)});
+            if (!sub.successful) throw new Error(JSON.stringify(sub));
+        }
         await this.connect({timeout: 0});
     }
     connect(advice) {
@@ -140,6 +163,36 @@ class WsClient {
     async poll() {
         while (running) await this.connect();
     }
+}
+
+const publishTimeout = cfg.publishTimeout ?? 10000;
+
+function runPublisher(publisher, rate, duration, publishing) {
+    // Open loop: each message is published when it falls due, answered or not.
+    const start = performance.now();
+    const total = Math.floor((rate * duration) / 1000);
+    const timer = setInterval(() => {
+        const elapsed = performance.now() - start;
+        const due = Math.min(Math.floor((rate * elapsed) / 1000), total);
+        while (publishing.sent < due) {
+            const seq = publishing.sent++;
+            const t = now();
+            let answered = false;
+            let counted = false;  // as timed out, once (by the timer, or by a late reply)
+            const late = setTimeout(() => {
+                if (!answered && !counted) { counted = true; ++publishing.timedOut; }
+            }, publishTimeout);
+            publisher.publish({seq, t}).then((reply) => {
+                answered = true;
+                clearTimeout(late);
+                const took = now() - t;
+                if (took > publishTimeout && !counted) { counted = true; ++publishing.timedOut; }
+                if (!reply || !reply.successful) ++publishing.failed;
+                else if (measuring) publishing.replies.push(took);
+            }, () => { answered = true; clearTimeout(late); ++publishing.failed; });
+        }
+        if (publishing.sent >= total) clearInterval(timer);
+    }, 5);
 }
 
 async function inBatches(items, size, fn) {
@@ -160,8 +213,17 @@ if (cfg.mode === "idle") {
     for (const c of clients) c.poll().catch((e) => { if (running) console.error(String(e)); });
     await new Promise((r) => setTimeout(r, 500));
     const warmup = cfg.warmup ?? 1000;
-    await startPublisher(cfg.rate, cfg.duration + warmup + 500, cfg.clients);
+    const publishing = {replies: [], timedOut: 0, failed: 0, sent: 0};
+    if (BROADCAST) {
+        const publisher = new Kind(-1);
+        await publisher.start();
+        publisher.poll().catch((e) => { if (running) console.error(String(e)); });
+        runPublisher(publisher, cfg.rate, cfg.duration + warmup + 500, publishing);
+    } else {
+        await startPublisher(cfg.rate, cfg.duration + warmup + 500, cfg.clients);
+    }
     await new Promise((r) => setTimeout(r, warmup));
+    process.stdout.write(JSON.stringify({phase: "measuring"}) + "\n");
     measuring = true;
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, cfg.duration));
@@ -169,10 +231,24 @@ if (cfg.mode === "idle") {
     const seconds = (performance.now() - t0) / 1000;
     latencies.sort((a, b) => a - b);
     const q = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null;
-    process.stdout.write(JSON.stringify({
+    const report = {
         offered: cfg.rate, delivered_per_s: delivered / seconds, p50_ms: q(0.5), p99_ms: q(0.99),
         max_ms: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length,
-    }) + "\n");
+        seconds,
+    };
+    if (BROADCAST) {
+        // Wait for the publishes still unanswered (up to the timeout) before reporting them.
+        await new Promise((r) => setTimeout(r, Math.min(publishTimeout, 2000)));
+        const replies = publishing.replies.sort((a, b) => a - b);
+        const pq = (p) => replies.length ? replies[Math.min(replies.length - 1, Math.floor(p * replies.length))] : null;
+        Object.assign(report, {
+            clients: cfg.clients, expected_per_s: cfg.clients * cfg.rate,
+            published: publishing.sent, publish_p50_ms: pq(0.5), publish_p99_ms: pq(0.99),
+            publish_max_ms: replies.length ? replies[replies.length - 1] : null,
+            publish_timed_out: publishing.timedOut, publish_failed: publishing.failed,
+        });
+    }
+    process.stdout.write(JSON.stringify(report) + "\n");
     running = false;
     process.exit(0);
 }

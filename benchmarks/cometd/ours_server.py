@@ -6,7 +6,9 @@ the agent's sessions subscribed to ``/me/interactions``.
 Served the way ``interactions serve`` serves the product: ``uvicorn.Server.run()`` (uvloop and
 httptools when installed), no access log, ``gc.freeze()`` after start-up. Bayeux is mounted
 in front of the app (``CometdApp``); ``--routes`` mounts it as Starlette routes instead, for
-comparison.
+comparison. ``--broadcast``: the library's ``BroadcastPolicy`` instead of the product's, so
+that clients may subscribe to and publish on any channel (the broadcast scenario), nothing
+patched.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
-from adapters.cometd import AuthRequest, BayeuxServer, CometdApp, CometdSettings, cometd_routes
+from adapters.cometd import (
+    AuthRequest,
+    BayeuxServer,
+    BroadcastPolicy,
+    CometdApp,
+    CometdSettings,
+    cometd_routes,
+)
 from interactions_core.ports import Notification, RawMessage
 
 
@@ -42,7 +51,8 @@ def main() -> None:
     settings = CometdSettings(
         timeout_ms=timeout, max_client_timeout_ms=timeout, max_sessions_per_browser=-1
     )
-    engine = BayeuxServer(bench_auth, settings)
+    policy = BroadcastPolicy() if "--broadcast" in sys.argv else None
+    engine = BayeuxServer(bench_auth, settings, policy=policy)
     tasks: set[asyncio.Task[None]] = set()
 
     async def publisher(rate: float, duration_ms: float, agents: int) -> None:

@@ -2,6 +2,16 @@
 
 Run: ``.venv/bin/python benchmarks/cometd/run.py [--rates 2000,5000,10000] [--duration 10000]``
 
+**Broadcast** (``--broadcast 1000x10,1000x50,100x100``, first, in ``--rounds`` interleaved
+rounds): N long-polling clients subscribe to one channel (``/bench/broadcast``) and one more
+client publishes M messages/s on it, open loop (``load.mjs`` mode "broadcast": raw Bayeux, no
+client library of either side); each publish is delivered to every subscriber (N x M
+deliveries/s). Our server runs with the library's ``BroadcastPolicy`` (nothing patched), the
+Node server as it comes. The server is pinned to CPU 0 and the tool to CPU 1 (``taskset``).
+Reported: deliveries/s, publish-to-receipt p50/p99, the server's CPU per delivery (``/proc``
+over the measured interval), and the publishes' own replies (p50/p99, and how many took over
+10 s). Our server also over websocket (the Node server has no websocket transport).
+
 For each server (started here, loopback only) and each offered rate: 1,000 long-polling clients
 (``load.mjs``, raw Bayeux, one channel per agent) subscribe; the server's own publisher emits
 the rate round-robin over the agents; the load tool reports delivered messages/s and the
@@ -41,15 +51,25 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(kind: str, port: int, timeout_ms: int) -> subprocess.Popen[str]:
+def pinned(command: list[str], core: int | None) -> list[str]:
+    """``command`` on one CPU (``taskset``), or as it is."""
+    return command if core is None else ["taskset", "-c", str(core), *command]
+
+
+def start_server(
+    kind: str, port: int, timeout_ms: int, *, broadcast: bool = False, core: int | None = None
+) -> subprocess.Popen[str]:
     if kind.startswith("ours"):
         env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_PYTHONPATH", str(ROOT / "src"))}
         command = [sys.executable, str(HERE / "ours_server.py"), str(port), str(timeout_ms)]
         if kind == "ours-routes":
             command.append("--routes")  # Bayeux as Starlette routes inside the app
+        if broadcast:
+            command.append("--broadcast")  # the library's BroadcastPolicy
     else:
         env = dict(os.environ)
         command = ["node", str(HERE / "node_server.cjs"), str(port), str(timeout_ms)]
+    command = pinned(command, core)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=HERE)
     assert process.stdout is not None
     if "ready" not in process.stdout.readline():
@@ -96,6 +116,66 @@ def load(kind: str, rate: int, duration_ms: int, clients: int) -> dict[str, Any]
             cwd=HERE,
         )
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+    finally:
+        stop(server)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (its threads included), from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broadcast(
+    kind: str,
+    clients: int,
+    rate: int,
+    duration_ms: int,
+    transport: str = "long-polling",
+    pin: bool = True,
+) -> dict[str, Any]:
+    """One broadcast measurement: ``clients`` subscribers on one channel, one more client
+    publishing ``rate`` messages/s on it (``load.mjs`` mode "broadcast"); the server on CPU 0
+    and the load tool on CPU 1 (``pin``). Adds the server's CPU per delivery over the measured
+    interval (from the tool's "measuring" line to its report)."""
+    port = free_port()
+    server = start_server(kind, port, 25_000, broadcast=True, core=0 if pin else None)
+    try:
+        config = {
+            "url": url(kind, port),
+            "server": flavour(kind),
+            "clients": clients,
+            "rate": rate,
+            "duration": duration_ms,
+            "mode": "broadcast",
+            "channel": "/bench/broadcast",
+            "transport": transport,
+        }
+        tool = subprocess.Popen(
+            pinned(["node", str(HERE / "load.mjs"), json.dumps(config)], 1 if pin else None),
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=HERE,
+        )
+        assert tool.stdout is not None
+        cpu_start = wall_start = 0.0
+        result: dict[str, Any] | None = None
+        for line in tool.stdout:
+            message = json.loads(line)
+            if message.get("phase") == "measuring":
+                cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
+            else:
+                cpu_end, wall_end = cpu_seconds(server.pid), time.monotonic()
+                result = message
+        tool.wait(duration_ms / 1000 + 120)
+        if result is None or not wall_start:
+            raise RuntimeError(f"the broadcast load tool failed ({tool.returncode})")
+        wall = wall_end - wall_start
+        deliveries = result["delivered_per_s"] * result["seconds"]
+        result["transport"] = transport
+        result["server_cores"] = (cpu_end - cpu_start) / wall
+        result["cpu_us_per_delivery"] = (cpu_end - cpu_start) / max(deliveries, 1) * 1e6
         return result
     finally:
         stop(server)
@@ -154,6 +234,51 @@ def idle_memory(kind: str, sessions: int, transport: str = "long-polling") -> di
         stop(server)
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def print_broadcast_summary(
+    results: dict[str, dict[str, Any]], servers: list[str], scenarios: list[tuple[int, ...]]
+) -> None:
+    print("\nbroadcast, medians over rounds (ours/node ratios on long-polling):")
+    keys = ["delivered_per_s", "p50_ms", "p99_ms", "cpu_us_per_delivery", "server_cores"]
+    medians: dict[tuple[str, str, int, int], dict[str, float]] = {}
+    for kind in servers:
+        for b in results[kind]["broadcast"]:
+            medians.setdefault((kind, b["transport"], b["clients"], b["offered"]), {})
+        for (k, transport, clients, rate), out in medians.items():
+            if k != kind:
+                continue
+            runs = [
+                b
+                for b in results[kind]["broadcast"]
+                if (b["transport"], b["clients"], b["offered"]) == (transport, clients, rate)
+            ]
+            for key in keys:
+                out[key] = _median([float(b[key] or 0) for b in runs])
+            out["timed_out"] = sum(b["publish_timed_out"] for b in runs)
+            print(
+                f"  {clients}x{rate}/s {kind:5} {transport:12} delivered "
+                f"{out['delivered_per_s']:8.0f}/s p50 {out['p50_ms']:7.2f} ms p99 "
+                f"{out['p99_ms']:8.2f} ms  {out['cpu_us_per_delivery']:.2f} µs CPU/delivery "
+                f"({out['server_cores']:.2f} cores)  publishes timed out {out['timed_out']}"
+            )
+    for clients, rate in scenarios:
+        ours = medians.get(("ours", "long-polling", clients, rate))
+        node = medians.get(("node", "long-polling", clients, rate))
+        if ours and node:
+            print(
+                f"  {clients}x{rate}/s ours/node: deliveries x"
+                f"{ours['delivered_per_s'] / max(node['delivered_per_s'], 1e-9):.2f}, p50 x"
+                f"{ours['p50_ms'] / max(node['p50_ms'], 1e-9):.2f}, p99 x"
+                f"{ours['p99_ms'] / max(node['p99_ms'], 1e-9):.2f}, CPU/delivery x"
+                f"{ours['cpu_us_per_delivery'] / max(node['cpu_us_per_delivery'], 1e-9):.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", default="2000,5000,10000,20000")
@@ -168,13 +293,53 @@ def main() -> None:
         default="long-polling,websocket",
         help="transports measured idle on our server (Node's has long-polling only)",
     )
+    parser.add_argument(
+        "--broadcast",
+        default="1000x10,1000x50,100x100",
+        help="broadcast scenarios, subscribers x publishes/s ('': none)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="broadcast rounds (interleaved)")
+    parser.add_argument(
+        "--broadcast-transports",
+        default="long-polling,websocket",
+        help="broadcast transports for our server (Node's: long-polling only)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and tool")
     args = parser.parse_args()
     if shutil.which("node") is None:
         raise SystemExit("node is required")
     if not (HERE / "node_modules" / "cometd-nodejs-server").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
     servers = args.servers.split(",")
-    results: dict[str, dict[str, Any]] = {kind: {"load": [], "idle": []} for kind in servers}
+    results: dict[str, dict[str, Any]] = {
+        kind: {"load": [], "idle": [], "broadcast": []} for kind in servers
+    }
+    scenarios = [tuple(int(v) for v in b.split("x")) for b in args.broadcast.split(",") if b]
+    for round_no in range(args.rounds if scenarios else 0):
+        # Interleaved: each round runs every scenario on every server, the order rotating.
+        order = servers[round_no % len(servers) :] + servers[: round_no % len(servers)]
+        for clients, rate in scenarios:
+            for kind in order:
+                transports = ["long-polling"]
+                if flavour(kind) == "ours":
+                    transports = [t for t in args.broadcast_transports.split(",") if t]
+                for transport in transports:
+                    b = broadcast(kind, clients, rate, args.duration, transport, not args.no_pin)
+                    b["round"] = round_no + 1
+                    results[kind]["broadcast"].append(b)
+                    print(
+                        f"round {round_no + 1} broadcast {clients}x{rate}/s {kind:5} "
+                        f"{transport:12} delivered {b['delivered_per_s']:8.0f}/s of "
+                        f"{b['expected_per_s']} p50 {b['p50_ms'] or 0:7.2f} ms p99 "
+                        f"{b['p99_ms'] or 0:8.2f} ms max {b['max_ms'] or 0:8.1f} ms | server "
+                        f"{b['server_cores']:.2f} cores, {b['cpu_us_per_delivery']:.2f} µs/"
+                        f"delivery | publish p50 {b['publish_p50_ms'] or 0:.2f} ms p99 "
+                        f"{b['publish_p99_ms'] or 0:.2f} ms max {b['publish_max_ms'] or 0:.0f} "
+                        f"ms, {b['publish_timed_out']} timed out, {b['publish_failed']} failed",
+                        flush=True,
+                    )
+    if scenarios and args.rounds:
+        print_broadcast_summary(results, servers, scenarios)
     for rate in [int(r) for r in args.rates.split(",") if r]:  # --rates "": memory only
         for kind in servers:
             result = load(kind, rate, args.duration, args.clients)
