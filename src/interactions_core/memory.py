@@ -110,10 +110,10 @@ class InMemoryStore:
             position = seqs[-1] if full else self._seq
         return build(NotificationPage, notifications=found, position=position, more=full)
 
-    def settle_notifications(self, through_seq: int) -> int:
+    def settle_notifications(self, through_seq: int, after_seq: int = 0) -> int:
         now = self._clock.now()
         with self._lock:
-            due = [s for s in self._pending if s <= through_seq]
+            due = [s for s in self._pending if after_seq < s <= through_seq]
             for s in due:
                 self._pending.remove(s)
                 self._published[s] = now

@@ -160,7 +160,7 @@ class NotificationTail:
         self.limit = limit
         self.position = 0
         self.published = 0
-        self.settled = 0  # the position ``settle`` last marked up to
+        self.settled = 0  # the position ``settle`` last marked up to (0: the backlog too)
         # The agents of the last read, and the position it started from; the agents a full
         # page left behind the position, and where each reads on from.
         self._last_agents: frozenset[str] | None = None
@@ -170,7 +170,7 @@ class NotificationTail:
 
     def start(self) -> int:
         """Begin at the store's current position (call once, before the first ``take``)."""
-        self.position = self.settled = self._last_start = self.feed.feed_position()
+        self.position = self._last_start = self.feed.feed_position()
         return self.position
 
     def take(self, agents: Collection[str] | None = None) -> NotificationPage:
@@ -250,7 +250,7 @@ class NotificationTail:
         if self.position <= self.settled:
             return 0
         through = self.position
-        marked = self.feed.settle_notifications(through)
+        marked = self.feed.settle_notifications(through, self.settled)
         self.settled = through
         return marked
 

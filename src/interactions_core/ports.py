@@ -497,11 +497,12 @@ class ChangeFeed(Protocol):
         reads no rows and still gives the position. ``limit`` must be >= 1 (``ValueError``)."""
         ...
 
-    def settle_notifications(self, through_seq: int) -> int:
-        """Mark every pending notification with ``seq <= through_seq`` published (their
-        retention starts now, as with ``mark_notifications_done``); returns how many. Every
-        agent's, read or not: the one process that leads settles what all have read up to
-        a position. Idempotent."""
+    def settle_notifications(self, through_seq: int, after_seq: int = 0) -> int:
+        """Mark every pending notification with ``after_seq < seq <= through_seq`` published
+        (their retention starts now, as with ``mark_notifications_done``); returns how many.
+        Every agent's, read or not: the one process that leads settles what all have read up
+        to a position. ``after_seq``: what an earlier call settled already (a range of the new
+        rows alone). Idempotent."""
         ...
 
 

@@ -22,11 +22,11 @@ class FlakyMarks(InMemoryStore):
 
     fail = 1
 
-    def settle_notifications(self, through_seq: int) -> int:
+    def settle_notifications(self, through_seq: int, after_seq: int = 0) -> int:
         if self.fail:
             self.fail -= 1
             raise Unavailable("the database is unavailable")
-        return super().settle_notifications(through_seq)
+        return super().settle_notifications(through_seq, after_seq)
 
 
 class Leading:

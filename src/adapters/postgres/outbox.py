@@ -162,10 +162,12 @@ _NOTIFICATIONS_OF: Final = (
     "  ORDER BY o.seq LIMIT %(limit)s) AS n ON true"
     " ORDER BY n.seq"
 )
-# The pending ones up to a seq (ix_outbox_pending_notifications), whoever's they are.
+# The pending ones in a range of seqs (ix_outbox_pending_notifications), whoever's they are.
+# The lower bound keeps the scan to the new rows: without it every call walks the index's
+# entries of the rows settled before (dead until vacuumed) from the start.
 _SETTLE: Final = (
     "UPDATE outbox SET published_at = %s, status = 'sent', done_at = %s"
-    " WHERE kind = 'notification' AND published_at IS NULL AND seq <= %s"
+    " WHERE kind = 'notification' AND published_at IS NULL AND seq > %s AND seq <= %s"
 )
 _CHANGES_SINCE: Final = (
     "(SELECT change_seq, true, data FROM interactions WHERE change_seq > %(after)s"
@@ -236,11 +238,11 @@ class PostgresOutboxReader:
             more=full,
         )
 
-    def settle_notifications(self, through_seq: int) -> int:
-        if through_seq < 1:
+    def settle_notifications(self, through_seq: int, after_seq: int = 0) -> int:
+        if through_seq < 1 or after_seq >= through_seq:
             return 0
         now = utc(self._clock.now())
-        params = (now, now, _bigint(through_seq))
+        params = (now, now, _bigint(after_seq), _bigint(through_seq))
         return self._db.retryable(lambda c: c.execute(_SETTLE, params).rowcount)
 
     def changes_since(self, after_seq: int, limit: int = 500) -> Changes:

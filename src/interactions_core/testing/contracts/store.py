@@ -1258,7 +1258,11 @@ class StoreContract(ABC):
             a1.seq,
             a2.seq,
         ]
-        assert feed.settle_notifications(feed.feed_position()) == 1
+        # Only the range after ``after_seq``: a2 itself is not above a2.seq.
+        assert feed.settle_notifications(feed.feed_position(), after_seq=a2.seq) == 0
+        assert feed.settle_notifications(a2.seq, after_seq=a2.seq) == 0
+        assert [n.seq for n in self.store.pending_notifications()] == [a2.seq]
+        assert feed.settle_notifications(feed.feed_position(), after_seq=b1.seq) == 1
         assert self.store.pending_notifications() == []
         assert self.store.purge_notifications(self.clock.now() + timedelta(seconds=1)) == 3
 
