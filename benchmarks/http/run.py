@@ -94,10 +94,13 @@ class Server:
         self.log_path = work / "server.log"
         self.log_level = log_level
         self.patches = patches
+        self.loop_lag = False
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "BENCH_PATCHES": self.patches}
+        if self.loop_lag:
+            env["BENCH_LOOP_LAG"] = "1"
         command = [sys.executable, str(HERE / "server.py"), "serve", "--config", str(self.config)]
         command += ["--log-level", self.log_level]
         with self.log_path.open("wb") as log:
@@ -188,7 +191,10 @@ def versions(database: Path, ids: list[str]) -> int:
 
 def pending_notifications(database: Path) -> int:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
-        row = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'notification'")
+        # Published ones are retained (for replay) until the purge: only the unpublished count.
+        row = conn.execute(
+            "SELECT count(*) FROM outbox WHERE kind = 'notification' AND published_us IS NULL"
+        )
         return int(row.fetchone()[0])
 
 
@@ -231,7 +237,9 @@ def wrk(
     cpu_before = thread_cpu(server.pid)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
+    since = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    until = time.monotonic()
     wall = time.perf_counter() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_after = thread_cpu(server.pid)
@@ -247,6 +255,9 @@ def wrk(
         children_before.ru_utime + children_before.ru_stime
     )
     result["wrk_cpu"] = wrk_cpu / wall
+    if args.loop_lag:
+        lag = httpx.get(f"{server.base}/bench/lag", params={"since": since, "until": until})
+        result["loop_lag"] = lag.json()
     return result
 
 
@@ -277,6 +288,11 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy raw profiles of each mode here")
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument(
+        "--loop-lag",
+        action="store_true",
+        help="sample the server's event-loop lag (server.py BENCH_LOOP_LAG; a run of its own)",
+    )
+    parser.add_argument(
         "--patch",
         default="",
         help="experiment only: run-time patches in server.py (mail, gc, uvloop; comma-separated)",
@@ -289,6 +305,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
     server = Server(work, args.interactions, args.log_level, args.patch)
+    server.loop_lag = args.loop_lag
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     try:
         server.start()
@@ -328,7 +345,15 @@ def main() -> int:
                     f"non-2xx {r['errors']['status']}  socket errors "
                     f"{sum(v for k, v in r['errors'].items() if k != 'status')}  "
                     f"CPU: server loop {r['server_main_cpu']:.0%} + other threads "
-                    f"{r['server_other_cpu']:.0%}, wrk {r['wrk_cpu']:.0%}",
+                    f"{r['server_other_cpu']:.0%}, wrk {r['wrk_cpu']:.0%}"
+                    + (
+                        "  loop lag p50 {p50_ms:.2f} p99 {p99_ms:.2f} max {max_ms:.1f} ms,"
+                        " {over_2ms:.1%} of 5 ms ticks over 2 ms ({samples:.0f} ticks)".format(
+                            **r["loop_lag"]
+                        )
+                        if r.get("loop_lag", {}).get("samples")
+                        else ""
+                    ),
                     flush=True,
                 )
         committed = versions(server.database, ids) - version_start

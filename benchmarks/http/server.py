@@ -9,6 +9,12 @@ outside ``/api/v2/me``: the auth middleware (an ``@app.middleware("http")`` func
 runs for it, sees the path and calls the endpoint straight away, so it skips authentication.
 Nothing under ``src/`` is changed.
 
+``BENCH_LOOP_LAG=1`` (``run.py --loop-lag``) also samples the event loop's lag: a task sleeps
+5 ms at a time and records how late it woke (a callback that holds the loop for B ms makes the
+next wake-up up to B ms late); ``GET /bench/lag?since=S&until=U`` (CLOCK_MONOTONIC seconds,
+which every process on the machine shares) answers the lag's p50/p99/max over that interval.
+Its own cost is 200 wake-ups a second, so it is a run of its own, not the headline figures'.
+
 Experiments (never for the headline figures): ``BENCH_PATCHES=mail[,gc,uvloop]`` patches
 the server at run time (see docs/performance.md, "HTTP API"; the dispatcher's self-wake that an
 earlier ``notify`` patch tested is fixed in the product):
@@ -24,9 +30,12 @@ earlier ``notify`` patch tested is fixed in the product):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from adapters.server import bootstrap, cli
@@ -44,6 +53,8 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
         """The bare FastAPI endpoint: a constant dict, serialised by FastAPI."""
         return {"status": "ok"}
 
+    if os.environ.get("BENCH_LOOP_LAG"):
+        _sample_loop_lag(server)
     patches = {p for p in os.environ.get("BENCH_PATCHES", "").split(",") if p}
     if "mail" in patches:
         _wake_mail_only_after_queued_mail(server)
@@ -53,6 +64,55 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
     if patches:
         print(f"bench: experimental run-time patches: {sorted(patches)}", flush=True)
     return server
+
+
+_TICK_S = 0.005
+
+
+def _sample_loop_lag(server: bootstrap.Server) -> None:
+    """Start the lag sampler with the app's lifespan; serve ``GET /bench/lag``."""
+    samples: list[tuple[float, float]] = []  # (woke at, late by) in seconds
+
+    async def sample() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + _TICK_S
+            await asyncio.sleep(_TICK_S)
+            now = loop.time()
+            samples.append((time.monotonic(), max(0.0, now - due)))
+            if len(samples) > 2_000_000:
+                del samples[:1_000_000]
+
+    router = server.app.router
+    lifespan = router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def with_sampler(app: Any) -> AsyncIterator[Any]:
+        task = asyncio.create_task(sample(), name="bench-loop-lag")
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            task.cancel()
+
+    router.lifespan_context = with_sampler
+
+    @server.app.get("/bench/lag", include_in_schema=False)
+    async def lag(since: float, until: float) -> dict[str, float]:
+        late = sorted(v for at, v in samples if since <= at <= until)
+        if not late:
+            return {"samples": 0}
+
+        def q(p: float) -> float:
+            return late[min(len(late) - 1, int(p * len(late)))] * 1000
+
+        return {
+            "samples": len(late),
+            "p50_ms": q(0.5),
+            "p99_ms": q(0.99),
+            "max_ms": late[-1] * 1000,
+            "over_2ms": sum(1 for v in late if v > 0.002) / len(late),
+        }
 
 
 def _wake_mail_only_after_queued_mail(server: bootstrap.Server) -> None:
