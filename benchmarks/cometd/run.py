@@ -96,18 +96,26 @@ def url(kind: str, port: int) -> str:
     return f"http://127.0.0.1:{port}/cometd"
 
 
+def tool_config(
+    kind: str, port: int, mode: str, clients: int, rate: int, duration_ms: int, **more: Any
+) -> dict[str, Any]:
+    """What ``load.mjs`` is given for one measurement against ``kind`` on ``port``."""
+    return {
+        "url": url(kind, port),
+        "server": flavour(kind),
+        "mode": mode,
+        "clients": clients,
+        "rate": rate,
+        "duration": duration_ms,
+        **more,
+    }
+
+
 def load(kind: str, rate: int, duration_ms: int, clients: int) -> dict[str, Any]:
     port = free_port()
     server = start_server(kind, port, 25_000)
     try:
-        config = {
-            "url": url(kind, port),
-            "server": flavour(kind),
-            "clients": clients,
-            "rate": rate,
-            "duration": duration_ms,
-            "mode": "load",
-        }
+        config = tool_config(kind, port, "load", clients, rate, duration_ms)
         out = subprocess.run(
             ["node", str(HERE / "load.mjs"), json.dumps(config)],
             capture_output=True,
@@ -142,16 +150,16 @@ def broadcast(
     port = free_port()
     server = start_server(kind, port, 25_000, broadcast=True, core=0 if pin else None)
     try:
-        config = {
-            "url": url(kind, port),
-            "server": flavour(kind),
-            "clients": clients,
-            "rate": rate,
-            "duration": duration_ms,
-            "mode": "broadcast",
-            "channel": "/bench/broadcast",
-            "transport": transport,
-        }
+        config = tool_config(
+            kind,
+            port,
+            "broadcast",
+            clients,
+            rate,
+            duration_ms,
+            channel="/bench/broadcast",
+            transport=transport,
+        )
         tool = subprocess.Popen(
             pinned(["node", str(HERE / "load.mjs"), json.dumps(config)], 1 if pin else None),
             stdout=subprocess.PIPE,

@@ -183,7 +183,6 @@ class ClusterTail:
         self._engine = engine
         self._tail = tail
         self._audience = audience
-        self._led = False
         self._poll = poll
         self._on_progress = on_progress
         self._reader = concurrent.futures.ThreadPoolExecutor(
@@ -237,10 +236,6 @@ class ClusterTail:
         follow the change feed into the router. Returns how many were delivered."""
         total = 0
         leading = self._engine.leading
-        if leading != self._led:
-            self._led = leading
-            if leading:
-                self._tail.settle_again()  # the backlog no process settled while none led
         while True:
             # The audience is taken here, on the loop, where the sessions live.
             agents = None if self._audience is None else frozenset(self._audience())

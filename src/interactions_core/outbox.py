@@ -160,7 +160,10 @@ class NotificationTail:
         self.limit = limit
         self.position = 0
         self.published = 0
-        self.settled = 0  # the position ``settle`` last marked up to (0: the backlog too)
+        # The position ``settle`` last marked up to: the next marks the range after it, so the
+        # first one (from 0) takes the backlog too, and so does the first after leading anew
+        # (what was committed while another process or none led is above it).
+        self.settled = 0
         # The agents of the last read, and the position it started from; the agents a full
         # page left behind the position, and where each reads on from.
         self._last_agents: frozenset[str] | None = None
@@ -225,23 +228,15 @@ class NotificationTail:
         if taken is None or taken[0] != self.position:
             raise RuntimeError("publish a page right after the take that read it")
         start, afters = taken
-        if afters is None:  # every agent's
-            self.position = max(self.position, page.position)
-            self._last_agents, self._last_start = None, start
-            return
-        if not page.more:
-            self.position = max(self.position, page.position)
-            self._behind = {}
-        else:
-            # Full: each agent is read up to the page's last seq, no further.
-            last = page.position
-            self.position = max(self.position, last)
-            self._behind = {
-                a: max(after, last)
-                for a, after in afters.items()
-                if max(after, last) < self.position
-            }
-        self._last_agents, self._last_start = frozenset(afters), start
+        # A full page's position is its last seq: each agent is read up to there, no further.
+        self.position = max(self.position, page.position)
+        self._behind = {}
+        if afters is not None and page.more:
+            for agent, after in afters.items():
+                if max(after, page.position) < self.position:
+                    self._behind[agent] = max(after, page.position)
+        self._last_agents = None if afters is None else frozenset(afters)
+        self._last_start = start
 
     def settle(self) -> int:
         """Leader: mark every notification up to ``position`` published, whoever's it is
@@ -253,11 +248,6 @@ class NotificationTail:
         marked = self.feed.settle_notifications(through, self.settled)
         self.settled = through
         return marked
-
-    def settle_again(self) -> None:
-        """The next ``settle`` marks up to the position even where it has not moved: this
-        process leads anew, and what was committed while no process led is pending still."""
-        self.settled = 0
 
     def lag(self) -> int:
         """How many seqs the store has given beyond ``position`` (0: caught up)."""

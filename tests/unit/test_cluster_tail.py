@@ -5,6 +5,7 @@ notification stays unpublished (and unpurgeable) for good; an audience limits wh
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pytest
@@ -46,14 +47,21 @@ def commit(store: InMemoryStore, n: int, agent_id: str = "alice") -> None:
         uow.commit()
 
 
-async def test_a_read_whose_settle_failed_is_settled_by_the_next_one() -> None:
-    store = FlakyMarks()
+def leading_tail(
+    store: InMemoryStore, audience: Callable[[], Collection[str]] | None = None
+) -> tuple[RecordingNotifier, CoreRunner, ClusterTail]:
+    """A ``ClusterTail`` on ``store`` whose engine leads: its notifier, core and the tail."""
     notifier = RecordingNotifier()
     core = CoreRunner()
     engine: Any = Leading()
     tail = NotificationTail(store, store, notifier)
     tail.start()
-    cluster_tail = ClusterTail(core, engine, tail)
+    return notifier, core, ClusterTail(core, engine, tail, audience=audience)
+
+
+async def test_a_read_whose_settle_failed_is_settled_by_the_next_one() -> None:
+    store = FlakyMarks()
+    notifier, core, cluster_tail = leading_tail(store)
     for n in range(3):
         commit(store, n)
     try:
@@ -72,19 +80,14 @@ async def test_a_read_whose_settle_failed_is_settled_by_the_next_one() -> None:
 
 async def test_an_audience_limits_what_is_read_and_the_leader_settles_everyones() -> None:
     store = InMemoryStore()
-    notifier = RecordingNotifier()
-    core = CoreRunner()
-    engine: Any = Leading()
-    tail = NotificationTail(store, store, notifier)
-    tail.start()
     here = {"alice"}
-    cluster_tail = ClusterTail(core, engine, tail, audience=lambda: here)
+    notifier, core, cluster_tail = leading_tail(store, lambda: here)
     try:
         commit(store, 1, "alice")
         commit(store, 2, "bob")
         assert await cluster_tail.read_once() == 1
         assert [n.agent_id for n in notifier.published] == ["alice"]
-        assert tail.position == store.feed_position()  # past bob's too
+        assert cluster_tail.position == store.feed_position()  # past bob's too
         assert store.pending_notifications() == []  # the leader settled both
         here.add("bob")  # his first session: the last read is read again for him (it may
         # have begun while his session was made; earlier ones are for its replay)
