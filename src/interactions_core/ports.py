@@ -13,6 +13,7 @@ nothing, and nothing already committed or stored is lost by it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -87,6 +88,43 @@ class RawMessage(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """``data``, as given."""
         return self.data
+
+
+class StoredMessage:
+    """A notification payload as a store read it back: its JSON text, decoded on first use.
+
+    A store's outbox reader hands these out instead of decoding every row it reads: a
+    notification goes to the agent's sessions on this process, and for an agent with none
+    (or a drain that only marks it published) it is never decoded at all. Equal to a
+    ``RawMessage`` or another ``StoredMessage`` of the same data. Immutable, as is the text;
+    the decoded dict is shared by every caller of ``to_wire``, who must not change it.
+    """
+
+    __slots__ = ("_data", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._data: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        data = self._data
+        if data is None:
+            decoded = json.loads(self.text)
+            if not isinstance(decoded, dict):
+                raise ValueError("a stored notification payload is a JSON object")
+            data = self._data = decoded
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (StoredMessage, RawMessage)):
+            return self.to_wire() == other.to_wire()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"StoredMessage({self.text!r})"
 
 
 class Notification(BaseModel):

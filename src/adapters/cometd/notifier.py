@@ -16,11 +16,18 @@ class Delivery(Protocol):
 
     def call_on_loop(self, callback: Callable[[], None]) -> None: ...
 
-    def deliver(self, agent_id: str, topic: str, data: dict[str, Any], seq: int = 0) -> int: ...
+    def deliver(
+        self,
+        agent_id: str,
+        topic: str,
+        data: dict[str, Any] | Callable[[], dict[str, Any]],
+        seq: int = 0,
+    ) -> int: ...
 
 
 class CometdNotifier:
-    """``publish`` queues ``notification.to_wire()`` on the notification's topic.
+    """``publish`` queues ``notification.to_wire()`` on the notification's topic (decoding a
+    payload read from the outbox only when a session of the agent gets it).
 
     Every live session of the agent subscribed to the topic (or to its ``/v2`` alias, e.g.
     ``/v2/me/interactions``) gets it, on the channel that session subscribed to. A session
@@ -37,7 +44,7 @@ class CometdNotifier:
         self._server = server
 
     def publish(self, notification: Notification) -> None:
-        data = notification.to_wire()
+        data = notification.to_wire  # called by deliver, and only if a session gets it
         agent_id, topic, seq = notification.agent_id, notification.topic, notification.seq
         server = self._server
         if server.on_loop_thread():

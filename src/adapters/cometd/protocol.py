@@ -8,7 +8,8 @@ can be tested and reused on their own.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final, TypeAlias
 
 from pydantic_core import to_json
 
@@ -80,13 +81,89 @@ def parse_batch(body: bytes | str) -> list[Any]:
     raise BadPayload("a Bayeux payload is a JSON array of objects")
 
 
-def encode(messages: list[Message]) -> bytes:
-    """Serialise a reply batch: compact UTF-8 JSON by pydantic-core's serialiser (replies are
-    hot; it is several times faster than ``json.dumps`` here)."""
-    return to_json(messages)
+def encode_message(message: Message) -> bytes:
+    """One message as compact UTF-8 JSON, by pydantic-core's serialiser (replies are hot; it is
+    several times faster than ``json.dumps`` here). The only place a message is serialised, so
+    a count of its calls is a count of encodings."""
+    return to_json(message)
 
 
-def encode_text(messages: list[Message]) -> str:
+class SharedMessage(Mapping[str, Any]):
+    """A delivered message (a notification, a broadcast, a service answer, a replayed
+    notification or ``ReadState``), encoded once.
+
+    One published message is queued for every session that receives it: all the subscribers of
+    a broadcast, every session of an agent. Serialising each session's reply batch as a whole
+    would JSON-encode that same message once per session (1,000 times for a broadcast to 1,000
+    subscribers); this object carries the encoded bytes instead, computed the first time a
+    reply needs them and reused by every later reply or frame that carries the message.
+
+    Sharing is safe because nothing in a delivered message is per session: it is
+    ``{channel, data}``, plus ``id`` and ``ext.seq`` (the notification's outbox seq, the same
+    for every receiver) for notifications. What differs per session travels in that session's
+    own ``/meta/connect`` reply: the advice, the ``ack`` extension's batch id; the ``replay``
+    extension only decides *whether* a session gets a message, never what it carries.
+
+    Read-only (a ``Mapping``: ``message["channel"]``, ``.get("ext")``, ``==`` with a dict), so
+    the cached bytes cannot go stale behind the server's back. It takes ownership of the dict
+    it is given, and ``data`` is encoded as it is at the first encoding: whoever hands data
+    over to be delivered (``deliver``, ``publish``, a service) must not change it afterwards.
+    Before, a change would have reached only the sessions flushed after it; now every session
+    sends the same bytes.
+    """
+
+    __slots__ = ("_encoded", "_message")
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._encoded: bytes | None = None
+
+    @property
+    def encoded(self) -> bytes:
+        """The message's JSON (exactly ``encode_message`` of it), computed on first use:
+        a message dropped before it is sent (queue overflow, closed session) costs nothing."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = encode_message(self._message)
+        return encoded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._message[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._message)
+
+    def __len__(self) -> int:
+        return len(self._message)
+
+    def __repr__(self) -> str:
+        return f"SharedMessage({self._message!r})"
+
+
+Outgoing: TypeAlias = Message | SharedMessage
+"""An element of a reply batch or websocket frame: a reply built for one session (a plain
+dict, encoded with its batch) or a delivered message shared between sessions."""
+
+
+def encode(messages: Iterable[Outgoing]) -> bytes:
+    """Serialise a reply batch (or websocket frame) as a JSON array.
+
+    The array is assembled from its elements' JSON: a per-session reply is encoded here, a
+    ``SharedMessage`` contributes the bytes it already holds. The result is byte for byte what
+    encoding the whole list at once produces (pydantic-core writes a list as ``[`` elements
+    joined by ``,`` ``]``, with no whitespace), which tests/cometd/test_encode.py checks.
+    (``isinstance(m, dict)``, not ``SharedMessage``: an ABC's instance check costs a third of
+    encoding a small reply, on every element of every batch.)
+    """
+    return (
+        b"["
+        + b",".join([encode_message(m) if isinstance(m, dict) else m.encoded for m in messages])
+        + b"]"
+    )
+
+
+def encode_text(messages: Iterable[Outgoing]) -> str:
+    """``encode`` as text, for a websocket text frame."""
     return encode(messages).decode()
 
 

@@ -51,6 +51,8 @@ from .protocol import (
     META_UNSUBSCRIBE,
     META_UNSUCCESSFUL,
     Message,
+    Outgoing,
+    SharedMessage,
     error_reply,
     is_meta,
     is_service,
@@ -112,7 +114,7 @@ def notification_message(channel: str, data: Any, seq: int) -> Message:
     return message
 
 
-def _seq_of(message: Message) -> int:
+def _seq_of(message: Mapping[str, Any]) -> int:
     ext = message.get("ext")
     seq = ext.get("seq", 0) if isinstance(ext, dict) else 0
     return seq if isinstance(seq, int) else 0
@@ -146,7 +148,9 @@ class RequestContext:
 class Outcome:
     """Replies to send now, and possibly a held ``/meta/connect`` to wait for."""
 
-    replies: list[Message] = field(default_factory=list)
+    replies: list[Outgoing] = field(default_factory=list)
+    """This session's own replies (dicts) and, after a connect reply, the delivered messages
+    it carries (``SharedMessage``, encoded once for every session that sends them)."""
     held: HeldConnect | None = None
 
 
@@ -495,7 +499,7 @@ class BayeuxServer:
 
     def _connect(
         self, message: Message, session: Session, ctx: RequestContext
-    ) -> list[Message] | HeldConnect:
+    ) -> list[Outgoing] | HeldConnect:
         settings = self.settings
         connection_type = message.get("connectionType")
         if not isinstance(connection_type, str):
@@ -555,8 +559,11 @@ class BayeuxServer:
 
     def _complete(
         self, session: Session, reply: Message, *, multiple_clients: bool = False
-    ) -> list[Message]:
-        """The connect reply (advice when it changed, ack batch id) and the queued messages."""
+    ) -> list[Outgoing]:
+        """The connect reply (advice when it changed, ack batch id) and the queued messages.
+
+        The reply is this session's own dict, encoded with its batch; the messages are shared
+        (``SharedMessage``) and keep their bytes: nothing per session is added to them."""
         session.connected = True
         if self._loop is not None:
             session.last_seen = self._loop.time()
@@ -572,7 +579,7 @@ class BayeuxServer:
             reply["ext"] = {"ack": batch}
         return [reply, *messages]
 
-    def release(self, held: HeldConnect, result: list[Message] | None) -> None:
+    def release(self, held: HeldConnect, result: list[Outgoing] | None) -> None:
         """Answer a held connect once (``None``: cancelled by a newer connect)."""
         if held.tick is not None:
             expiring = self._expiries.get(held.tick)
@@ -689,7 +696,7 @@ class BayeuxServer:
         if answer is not None:
             # Delivered like any event and without the request's id: aiocometd takes a
             # /service message with an id for the publish acknowledgement and swallows it.
-            self._enqueue(session, {"channel": channel, "data": answer})
+            self._enqueue(session, SharedMessage({"channel": channel, "data": answer}))
         return _publish_reply(message)
 
     # ------------------------------------------------------------------ delivery
@@ -717,8 +724,9 @@ class BayeuxServer:
             self.call_on_loop(broadcast)
 
     def _broadcast(self, channel: str, data: Any) -> int:
-        """On the loop: one message, queued for every subscriber once; how many."""
-        message: Message = {"channel": channel, "data": data}
+        """On the loop: one message, queued for every subscriber once; how many. The same
+        ``SharedMessage`` for all of them: it is encoded once, however many they are."""
+        message = SharedMessage({"channel": channel, "data": data})
         reached: set[Session] = set()
         for pattern in _patterns_covering(channel):
             # A copy: a full queue may close its session (OverflowPolicy), which forgets it.
@@ -731,11 +739,17 @@ class BayeuxServer:
     def deliver(self, agent_id: str, topic: str, data: Any, seq: int = 0) -> int:
         """Queue ``data`` on ``topic`` (and its ``/v2`` alias) for the agent's subscribed sessions.
 
+        ``data`` may be a callable returning it (``Notification.to_wire``): it is called once,
+        when the first session that gets the message is found, and not at all for an agent
+        none of whose sessions is subscribed (the payload read from the outbox stays undecoded).
+
         Returns the number of messages queued. Must run on the loop thread (the notifier
-        makes sure of that).
+        makes sure of that). One ``SharedMessage`` per channel, shared by the agent's sessions
+        subscribed to it (the ``/v2`` alias differs in ``channel``, so it is a message of its
+        own); sessions differ only in whether they get it (``floors``), never in its content.
         """
         channels = _channels(topic)
-        built: dict[str, Message] = {}
+        built: dict[str, SharedMessage] = {}
         count = 0
         for session in self.sessions.of_agent(agent_id):
             floors = session.floors
@@ -747,12 +761,16 @@ class BayeuxServer:
                         floors[channel] = seq
                     message = built.get(channel)
                     if message is None:
-                        message = built[channel] = notification_message(channel, data, seq)
+                        if callable(data):
+                            data = data()
+                        message = built[channel] = SharedMessage(
+                            notification_message(channel, data, seq)
+                        )
                     self._enqueue(session, message)
                     count += 1
         return count
 
-    def _enqueue(self, session: Session, message: Message) -> None:
+    def _enqueue(self, session: Session, message: SharedMessage) -> None:
         if session.closed:
             return
         session.queue.append(message)
@@ -864,7 +882,7 @@ class BayeuxServer:
             reason = REPLAY_EXPIRED if after <= backlog.last_seq else REPLAY_UNKNOWN_POSITION
         elif len(backlog.notifications) > limit:
             reason = REPLAY_TOO_MANY
-        replayed: list[Message] = []
+        replayed: list[SharedMessage] = []
         touched = {ch for ch in AGENT_CHANNELS if covered(ch) and session.is_subscribed(ch)}
         if reason is None and backlog is not None:
             queued = {(m["channel"], _seq_of(m)) for m in session.queue}
@@ -879,7 +897,7 @@ class BayeuxServer:
                     ):
                         if data is None:
                             data = n.to_wire()
-                        replayed.append(notification_message(channel, data, n.seq))
+                        replayed.append(SharedMessage(notification_message(channel, data, n.seq)))
                         touched.add(channel)
         else:
             if backlog is not None:
@@ -892,7 +910,9 @@ class BayeuxServer:
                     if not (m["channel"] in touched and 0 < _seq_of(m) <= last)
                 ]
             for channel in sorted(touched):
-                replayed.append(_read_state(channel, reason or REPLAY_UNAVAILABLE, backlog))
+                replayed.append(
+                    SharedMessage(_read_state(channel, reason or REPLAY_UNAVAILABLE, backlog))
+                )
         current = session.floors
         if backlog is not None and current is not None:
             if reason == REPLAY_UNKNOWN_POSITION:

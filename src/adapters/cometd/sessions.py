@@ -18,10 +18,10 @@ messages wait in it, nothing is taken, so the replay and the live messages go ou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, KeysView
+from collections.abc import Iterator, KeysView, Sequence
 from typing import Protocol
 
-from .protocol import META_CONNECT, Message, matches
+from .protocol import META_CONNECT, Message, Outgoing, SharedMessage, matches
 
 
 class Link(Protocol):
@@ -29,7 +29,7 @@ class Link(Protocol):
 
     agent_id: str | None
 
-    def push(self, messages: list[Message]) -> None: ...
+    def push(self, messages: Sequence[Outgoing]) -> None: ...
 
 
 def connect_reply(msg_id: object) -> Message:
@@ -58,7 +58,7 @@ class HeldConnect:
         self.msg_id = msg_id
         self.browser_id = browser_id
         self.link = link
-        self.future: asyncio.Future[list[Message] | None] = (
+        self.future: asyncio.Future[list[Outgoing] | None] = (
             asyncio.get_running_loop().create_future()
         )
         self.tick: int | None = None
@@ -111,8 +111,10 @@ class Session:
         self.ack = ack
         self.batch = 0
         self.subscriptions: list[str] = []
-        self.queue: list[Message] = []
-        self.unacked: list[tuple[int, list[Message]]] = []
+        self.queue: list[SharedMessage] = []
+        """Delivered messages waiting for the next reply: shared with every other session that
+        receives them, so each is encoded once however many sessions send it."""
+        self.unacked: list[tuple[int, list[SharedMessage]]] = []
         self.held: HeldConnect | None = None
         self.connected = False  # a connect was answered since the handshake
         self.last_seen = now
@@ -166,7 +168,7 @@ class Session:
         """Forget batches up to ``batch_id``; put later ones (lost in transit) back in front."""
         if not self.unacked:
             return
-        lost: list[Message] = []
+        lost: list[SharedMessage] = []
         for sent_id, batch in self.unacked:
             if sent_id > batch_id:
                 lost.extend(batch)
@@ -174,11 +176,11 @@ class Session:
         if lost:
             self.queue[:0] = lost
 
-    def take(self) -> tuple[list[Message], int | None]:
+    def take(self) -> tuple[list[SharedMessage], int | None]:
         """Everything queued (nothing while a replay read is in flight: the queue is held),
         plus (with ``ack``) the batch id that names it."""
         if self.replays_pending:
-            messages: list[Message] = []
+            messages: list[SharedMessage] = []
         else:
             messages = self.queue
             self.queue = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -27,7 +27,7 @@ from .protocol import (
     META_UNSUCCESSFUL,
     WEBSOCKET,
     BadPayload,
-    Message,
+    Outgoing,
     encode,
     encode_text,
     error_reply,
@@ -179,11 +179,11 @@ class WebSocketLink:
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.agent_id: str | None = None
-        self._outbox: list[Message] = []
+        self._outbox: list[Outgoing] = []
         self._wakeup = asyncio.Event()
         self._close_code: int | None = None
 
-    def push(self, messages: list[Message]) -> None:
+    def push(self, messages: Sequence[Outgoing]) -> None:
         if self._close_code is not None or not messages:
             return
         self._outbox.extend(messages)
@@ -195,7 +195,7 @@ class WebSocketLink:
             self._close_code = code
             self._wakeup.set()
 
-    def on_held_done(self, future: asyncio.Future[list[Message] | None]) -> None:
+    def on_held_done(self, future: asyncio.Future[list[Outgoing] | None]) -> None:
         if not future.cancelled() and (result := future.result()) is not None:
             self.push(result)
 
@@ -205,7 +205,8 @@ class WebSocketLink:
             await self._wakeup.wait()
             self._wakeup.clear()
             if self._outbox:
-                # Everything queued so far leaves as one frame (one JSON array).
+                # Everything queued so far leaves as one frame (one JSON array); delivered
+                # messages in it bring the bytes they were encoded to for the first session.
                 frame, self._outbox = self._outbox, []
                 await websocket.send_text(encode_text(frame))
             if self._close_code is not None:

@@ -47,7 +47,6 @@ semantics as the SQLite store's migration 3).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
@@ -61,7 +60,7 @@ from interactions_core.ports import (
     NotificationBacklog,
     NotificationPage,
     OutgoingMail,
-    RawMessage,
+    StoredMessage,
 )
 
 from .connection import Connection, Database
@@ -192,10 +191,10 @@ def _bigint(n: int) -> int:
 
 
 def _notification(seq: int, agent_id: str, topic: str, payload: str) -> Notification:
-    return Notification(
+    return Notification.model_construct(  # the store's own rows: no validation
         agent_id=agent_id,
         topic=topic,
-        payload=RawMessage.model_construct(data=json.loads(payload)),
+        payload=StoredMessage(payload),  # decoded when delivered, if ever
         seq=seq,
     )
 
