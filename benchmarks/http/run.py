@@ -385,6 +385,13 @@ class Side:
                 )
                 if r.get("loop_lag", {}).get("samples")
                 else ""
+            )
+            + (
+                "; core on the loop: {inline_calls:.0f} calls held it p50 {stall_p50_ms:.3f}"
+                " p99 {stall_p99_ms:.3f} max {stall_max_ms:.1f} ms, {stalls_over_2ms:.0f}"
+                " over 2 ms".format(**r["loop_lag"])
+                if r.get("loop_lag", {}).get("inline_calls")
+                else ""
             ),
             flush=True,
         )

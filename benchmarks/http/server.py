@@ -30,10 +30,13 @@ earlier ``notify`` patch tested is fixed in the product):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import os
+import statistics
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -58,6 +61,22 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
     patches = {p for p in os.environ.get("BENCH_PATCHES", "").split(",") if p}
     if "mail" in patches:
         _wake_mail_only_after_queued_mail(server)
+    if "nockpt" in patches:  # no WAL checkpoint at commit: does one stall the loop?
+        connection = SqliteStore.connection
+        seen: set[int] = set()
+
+        def no_checkpoint(store: SqliteStore) -> Any:
+            conn = connection(store)
+            if id(conn) not in seen:
+                seen.add(id(conn))
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            return conn
+
+        SqliteStore.connection = no_checkpoint  # type: ignore[method-assign]
+    if "switch" in patches:  # the GIL handed back within 0.5 ms instead of 5 ms
+        sys.setswitchinterval(0.0005)
+    if "gcoff" in patches:  # no cyclic collection at all: do its pauses stall the loop?
+        gc.disable()
     if "gc" in patches:
         gc.collect()
         gc.freeze()
@@ -67,6 +86,11 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
 
 
 _TICK_S = 0.005
+
+
+def _quantile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else 0.0
 
 
 def _sample_loop_lag(server: bootstrap.Server) -> None:
@@ -83,11 +107,55 @@ def _sample_loop_lag(server: bootstrap.Server) -> None:
             if len(samples) > 2_000_000:
                 del samples[:1_000_000]
 
+    # The loop's stall per core call: how long each call the core runner ran on the event loop
+    # itself (CoreRunner inline) held it. Under a saturating load the lag above is queueing
+    # behind ready callbacks; this is blocking.
+    stalls: list[tuple[float, float]] = []  # (ended at, held the loop for) in seconds
+    slow: collections.Counter[str] = collections.Counter()  # calls over 2 ms, by function
+    slow_cpu: list[float] = []
+    core = server.core
+    run_quiet = core.run_quiet
+    loop_thread: list[int] = []
+
+    async def timed_run_quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def timed(*a: Any, **k: Any) -> Any:
+            start, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                if loop_thread and threading.get_ident() == loop_thread[0]:
+                    held = time.perf_counter() - start
+                    stalls.append((time.monotonic(), held))
+                    if held > 0.002:
+                        slow[getattr(fn, "__qualname__", repr(fn))] += 1
+                        # Of which on the CPU (the rest: preempted, or waiting on I/O or a lock)
+                        slow_cpu.append(time.thread_time() - cpu)
+
+        return await run_quiet(timed, *args, **kwargs)
+
+    core.run_quiet = timed_run_quiet  # type: ignore[method-assign]
+
+    # Each POST's time in the server, from the ASGI call to its last byte handed to uvicorn:
+    # beside wrk's latency (which adds the kernel, the sockets and wrk's own scheduling).
+    served: list[tuple[float, float]] = []
+    inner = server.asgi
+
+    async def timed_asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await inner(scope, receive, send)
+            return
+        start = time.perf_counter()
+        await inner(scope, receive, send)
+        served.append((time.monotonic(), time.perf_counter() - start))
+
+    server.asgi = timed_asgi
+
     router = server.app.router
     lifespan = router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def with_sampler(app: Any) -> AsyncIterator[Any]:
+        loop_thread.append(threading.get_ident())
         task = asyncio.create_task(sample(), name="bench-loop-lag")
         try:
             async with lifespan(app) as state:
@@ -98,7 +166,7 @@ def _sample_loop_lag(server: bootstrap.Server) -> None:
     router.lifespan_context = with_sampler
 
     @server.app.get("/bench/lag", include_in_schema=False)
-    async def lag(since: float, until: float) -> dict[str, float]:
+    async def lag(since: float, until: float) -> dict[str, Any]:
         late = sorted(v for at, v in samples if since <= at <= until)
         if not late:
             return {"samples": 0}
@@ -106,12 +174,26 @@ def _sample_loop_lag(server: bootstrap.Server) -> None:
         def q(p: float) -> float:
             return late[min(len(late) - 1, int(p * len(late)))] * 1000
 
+        held = sorted(v for at, v in stalls if since <= at <= until)
+
+        def h(p: float) -> float:
+            return held[min(len(held) - 1, int(p * len(held)))] * 1000 if held else 0.0
+
         return {
             "samples": len(late),
             "p50_ms": q(0.5),
             "p99_ms": q(0.99),
             "max_ms": late[-1] * 1000,
             "over_2ms": sum(1 for v in late if v > 0.002) / len(late),
+            "inline_calls": len(held),
+            "stall_p50_ms": h(0.5),
+            "stall_p99_ms": h(0.99),
+            "stall_max_ms": held[-1] * 1000 if held else 0.0,
+            "stalls_over_2ms": sum(1 for v in held if v > 0.002),
+            "slow_calls": dict(slow.most_common(8)),
+            "served_p50_ms": _quantile([v for at, v in served if since <= at <= until], 0.5),
+            "served_p99_ms": _quantile([v for at, v in served if since <= at <= until], 0.99),
+            "slow_calls_cpu_ms_median": statistics.median(slow_cpu) * 1000 if slow_cpu else 0.0,
         }
 
 

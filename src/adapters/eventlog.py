@@ -71,7 +71,7 @@ async def logged(
     interaction_id: str | None = None,
     channel: str | None = None,
 ) -> Result:
-    """Await ``call`` (an engine operation on the core thread) and log its line."""
+    """Await ``call`` (an engine operation through the core runner) and log its line."""
     fields: dict[str, Any] = {"operation": _name(body), "agent": agent_id}
     if channel is not None:
         fields["channel"] = channel

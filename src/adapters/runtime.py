@@ -1,9 +1,10 @@
 """Driving the ``Engine`` from asyncio: the runtime every adapter and the server share.
 
 The Engine is synchronous and not thread-safe (the router's indexes), while SQLite serialises
-writers anyway; so every call into it runs on **one worker thread** (``CoreRunner``), in order,
-off the event loop. After each call that may commit, the dispatchers are woken, and they also
-poll, so a lost wake-up delays nothing by more than a poll interval.
+writers anyway; so every call into it runs one at a time, in order (``CoreRunner``): on one
+worker thread, or, on SQLite, on the event loop itself while that thread is idle. After each
+call that may commit, the dispatchers are woken, and they also poll, so a lost wake-up delays
+nothing by more than a poll interval.
 
 This module sits beside the adapters, not inside one: the HTTP API, the SMTP receiver, the
 CometD server and the composition root (``adapters.server``) all use it without depending on
@@ -17,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection
 from datetime import timedelta
@@ -26,6 +28,7 @@ from typing import ParamSpec, TypeVar
 from interactions_core.engine import Engine
 from interactions_core.errors import Unavailable
 from interactions_core.outbox import NotificationDrain, NotificationTail
+from interactions_core.ports import Notification
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -58,12 +61,33 @@ class _Failures:
 
 
 class CoreRunner:
-    def __init__(self) -> None:
+    """Runs the Engine's calls one at a time, in order, off or on the event loop.
+
+    By default every call runs on one worker thread (``interactions-core``): right for a store
+    whose calls wait on a network (PostgreSQL), as the loop keeps serving meanwhile.
+
+    ``inline=True`` (the server's choice on SQLite, ``adapters.server.bootstrap``) runs a call
+    on the event loop itself whenever the worker thread is idle: a SQLite unit of work is tens
+    of microseconds of C, and the hop to a thread and back costs more than the call, twice
+    (the future's hand-over, and the GIL handed back and forth between the loop and the
+    thread, each waking the other: docs/performance.md, "GIL ping-pong"). Calls that may take
+    long whatever the store (``offload``: an upload, a download, the start-up's rebuild; the
+    SMTP receiver's ``run_blocking`` from its own thread) still run on the worker thread, and
+    while one runs, inline calls queue behind it there: one call at a time, in order, either
+    way (the Engine is not thread-safe).
+    """
+
+    def __init__(self, *, inline: bool = False) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="interactions-core"
         )
         self._wakers: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.inline = inline
+        # _busy: calls handed to the worker thread and not finished. An inline call runs only
+        # when it is 0, holding _lock, so no worker call can start meanwhile.
+        self._lock = threading.Lock()
+        self._busy = 0
 
     def on_change(self, wake: Callable[[], None]) -> None:
         """``wake`` runs on the event loop after every core call."""
@@ -74,19 +98,29 @@ class CoreRunner:
         try:
             return await self.run_quiet(fn, *args, **kwargs)
         finally:
-            for wake in self._wakers:
-                wake()
+            self._wake()
+
+    async def offload(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``run``, always on the worker thread: for a call that may hold the loop too long
+        (large data, or work proportional to the store's size)."""
+        try:
+            return await self._on_thread(partial(fn, *args, **kwargs))
+        finally:
+            self._wake()
 
     async def run_quiet(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """A read, or the dispatchers' own bookkeeping: wakes nobody (a dispatcher woken by
         its own calls would spin forever)."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        if self.inline:
+            with self._lock:
+                if self._busy == 0:
+                    self._loop = asyncio.get_running_loop()
+                    return fn(*args, **kwargs)
+        return await self._on_thread(partial(fn, *args, **kwargs))
 
     def run_blocking(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """From another (non-loop) thread: run on the core thread and wait."""
-        result = self._executor.submit(partial(fn, *args, **kwargs)).result()
+        result = self._submit(partial(fn, *args, **kwargs)).result()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             for wake in self._wakers:
@@ -96,10 +130,41 @@ class CoreRunner:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
 
+    def _wake(self) -> None:
+        for wake in self._wakers:
+            wake()
+
+    async def _on_thread(self, call: Callable[[], _T]) -> _T:
+        self._loop = asyncio.get_running_loop()
+        return await asyncio.wrap_future(self._submit(call))
+
+    def _submit(self, call: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+        def counted() -> _T:
+            try:
+                return call()
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+        with self._lock:
+            self._busy += 1
+            try:
+                return self._executor.submit(counted)
+            except BaseException:
+                self._busy -= 1
+                raise
+
 
 class NotificationDispatcher:
     """Drains the notification outbox to the notifier, in sequence order, after each commit:
-    ``NotificationDrain``'s store calls on the core thread, its publishing on the loop."""
+    ``NotificationDrain``'s store calls through the core runner, its publishing on the loop.
+
+    Marking a batch published and reading the next are one call. With the core on the loop
+    (``CoreRunner(inline=True)``) each batch is one short call there, and the dispatcher yields
+    between batches; a payload read back from the outbox is decoded only if a session gets it
+    (``ports.StoredMessage``). Measured against the drain's store calls on a thread of their
+    own, that thread's GIL hand-overs held the loop's own calls: 2 ms or more for about 1 % of
+    operations instead of 0.2 % (docs/performance.md, "GIL ping-pong")."""
 
     def __init__(self, core: CoreRunner, drain: NotificationDrain, poll: float = 1.0) -> None:
         self._core = core
@@ -125,19 +190,22 @@ class NotificationDispatcher:
                 await self._task
         await self.drain_once()  # what was committed before stop is published
 
+    def _ack_and_take(self, batch: list[Notification]) -> list[Notification]:
+        self._drain.ack(batch)
+        return self._drain.take(batch[-1].seq)
+
     async def drain_once(self) -> int:
-        """Publish everything pending (``NotificationDrain.run``, with its store calls on the
-        core thread); returns how many were published."""
-        total, last = 0, 0
-        while True:
-            batch = await self._core.run_quiet(self._drain.take, last)
-            if not batch:
-                return total
+        """Publish everything pending (``NotificationDrain.run``, with its store calls through
+        the core runner); returns how many were published."""
+        total = 0
+        batch = await self._core.run_quiet(self._drain.take, 0)
+        while batch:
             self._drain.publish(batch)
-            await self._core.run_quiet(self._drain.ack, batch)
             total += len(batch)
-            last = batch[-1].seq
             self.published += len(batch)
+            batch = await self._core.run_quiet(self._ack_and_take, batch)
+            await asyncio.sleep(0)  # an inline core ran it on the loop: let others in
+        return total
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -347,7 +415,8 @@ class NotificationPurger:
         """Purge, batch by batch, until a batch is not full; returns how many were deleted."""
         total = 0
         while True:
-            count = await self._core.run_quiet(
+            # Off the loop: a batch's DELETE takes milliseconds (docs/performance.md).
+            count = await self._core.offload(
                 self._engine.purge_notifications, self._retention, self._batch
             )
             total += count

@@ -85,6 +85,10 @@ async def test_every_committed_change_reaches_the_client_across_restarts(
     iid = await accepted_interaction(server)
     url = f"http://127.0.0.1:{server.http_port}/api/v2/notifications"
     async with follower(url, server.base, AUTH, transport) as client:
+
+        def handshaken() -> int:
+            return sum(1 for h in client.of("handshake") if h["successful"])
+
         await client.wait_for(
             lambda: any(e["successful"] for e in client.of("subscribed")), "never subscribed"
         )
@@ -95,9 +99,13 @@ async def test_every_committed_change_reaches_the_client_across_restarts(
             await asyncio.to_thread(server.stop)  # SIGTERM: a clean shutdown
             await asyncio.to_thread(server.start)
             await run_for(writer, 2 * RATE)  # the client re-handshakes meanwhile
+            # ...with this process, before it dies: when depends on the client's back-off
+            # after the connects that failed during the restart, not on the test's clock.
+            await client.wait_for(lambda: handshaken() >= 2, "no re-handshake after SIGTERM")
             await asyncio.to_thread(server.kill)  # SIGKILL: whatever was in memory is gone
             await asyncio.to_thread(server.start)
             await run_for(writer, 2 * RATE)
+            await client.wait_for(lambda: handshaken() >= 3, "no re-handshake after SIGKILL")
         finally:
             writer.halt.set()
             await asyncio.to_thread(writer.join, 10)

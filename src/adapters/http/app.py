@@ -16,7 +16,7 @@ traffic: for a load balancer's health checks and for operators (docs/http.md, he
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -36,13 +36,17 @@ from interactions_core.results import Result
 
 from ..eventlog import logged
 from ..runtime import CoreRunner
-from . import docs, errors, uploads
+from . import docs, errors, hot, uploads
 from .auth import SESSION_COOKIE, AuthError, AuthResult, HttpAuth
+from .hot import BodyReader, HotRoutes, HotTable
 
 if TYPE_CHECKING:  # a type only: adapters never import the composition root (test_layers)
     from ..server.node import NodeStatus
 
 API = "/api/v2"
+INTERACTIONS = API + "/me/interactions"
+INTERACTION = INTERACTIONS + "/{interaction_id}"
+INTERACTION_SINGULAR = API + "/me/interaction/{interaction_id}"  # the seed spells it so too
 STATUS = {
     "invalid": 400,
     "not_found": 404,
@@ -122,6 +126,7 @@ class _App(FastAPI):
     """FastAPI plus the operation union's schemas and Basic security in its OpenAPI."""
 
     extra_schemas: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance
+    hot_routes: HotTable  # the routes answered before the router (adapters.http.hot)
 
     def openapi(self) -> dict[str, Any]:
         schema = super().openapi()
@@ -155,7 +160,7 @@ RUNNING_ROLES = ("leader", "follower")
 
 
 class Api:
-    """Everything the routes need: the engine (called on the core thread), authentication,
+    """Everything the routes need: the engine (called through the core runner), authentication,
     limits."""
 
     def __init__(
@@ -188,17 +193,22 @@ class Api:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, bounded in size and depth; ``InvalidRequest``/``TooLarge`` otherwise."""
-    declared = request.headers.get("content-length")
+    return await read_json_from(request.stream(), request.headers.get("content-length"), limit)
+
+
+async def read_json_from(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> Any:
+    """``read_json`` over the body's ``chunks`` and its declared Content-Length (the framework's
+    path and the hot routes', ``adapters.http.hot``, read bodies by this one rule)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body over {limit} bytes")
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"request body over {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+        parts.append(chunk)
+    body = b"".join(parts)
     if not body.strip():
         raise InvalidRequest("The request body must be a JSON object with an operationName")
     return parse_json(body)
@@ -221,20 +231,37 @@ def create_app(
     errors.install(app)  # FastAPI's own errors (404, 405, validation) in the seed's shape
     docs.add_docs(app)
 
-    app.add_middleware(AuthMiddleware, auth=api.auth)
+    # The hot routes (below) answer inside the authentication, before FastAPI's router; each
+    # is registered with FastAPI too, whose endpoint calls the same handler (adapters.http.hot).
+    hot_routes = app.hot_routes = HotTable()
+
+    def body_of_scope(scope: Scope, receive: Receive) -> BodyReader:
+        declared = hot.header(scope, b"content-length")
+        return lambda: read_json_from(hot.body_chunks(receive), declared, api.max_body_bytes)
+
+    app.add_middleware(HotRoutes, table=hot_routes, body=body_of_scope)
+    app.add_middleware(AuthMiddleware, auth=api.auth)  # added last: it runs first
 
     def agent_of(request: Request) -> str:
         result: AuthResult = request.state.auth
         return result.agent_id
 
-    async def operate(request: Request, interaction_id: str | None) -> Response:
+    def body_of(request: Request) -> BodyReader:
+        return lambda: read_json(request, api.max_body_bytes)
+
+    async def operate(agent: str, interaction_id: str | None, read: BodyReader) -> Response:
         try:
-            body = await read_json(request, api.max_body_bytes)
+            body = await read()
         except InteractionsError as exc:
             return from_domain(exc)
-        agent = agent_of(request)
         call = api.core.run(api.engine.execute, agent, interaction_id, body)
         return from_result(await logged(call, agent, body, interaction_id=interaction_id))
+
+    async def operation(agent: str, params: Mapping[str, str], read: BodyReader) -> Response:
+        return await operate(agent, params["interaction_id"], read)
+
+    async def creation(agent: str, params: Mapping[str, str], read: BodyReader) -> Response:
+        return await operate(agent, None, read)
 
     def schema_of(shape: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         found = TypeAdapter(shape).json_schema(
@@ -273,47 +300,57 @@ def create_app(
     ok_doc: dict[int | str, dict[str, Any]] = {200: {"model": OkResponse}, **ERRORS}
 
     async def post_operation(interaction_id: str, request: Request) -> Response:
-        return await operate(request, interaction_id)
+        return await operation(agent_of(request), request.path_params, body_of(request))
 
     for path, summary in (
-        ("/me/interactions/{interaction_id}", "Execute an operation on an interaction"),
-        ("/me/interaction/{interaction_id}", "The seed's singular spelling of the same endpoint"),
+        (INTERACTION, "Execute an operation on an interaction"),
+        (INTERACTION_SINGULAR, "The seed's singular spelling of the same endpoint"),
     ):
         app.post(
-            API + path,
+            path,
             summary=summary,
             responses=ok_doc,
             openapi_extra=body_doc({**EXAMPLES, **registry.examples}),
             response_model=None,
         )(post_operation)
+        hot_routes.add("POST", path, operation)
 
     @app.post(
-        API + "/me/interactions",
+        INTERACTIONS,
         summary="CreateEmail: a new outbound e-mail",
         responses=ok_doc,
         openapi_extra=body_doc({"CreateEmail": CREATE_EXAMPLE}, create_schema),
         response_model=None,
     )
     async def create_email(request: Request) -> Response:
-        return await operate(request, None)
+        return await creation(agent_of(request), request.path_params, body_of(request))
+
+    hot_routes.add("POST", INTERACTIONS, creation)
 
     async def answer(key: str, read: Callable[..., Any], *args: Any) -> Response:
-        """A read on the core thread, answered as ``{"status": "ok", key: ...}``."""
+        """A read through the core runner, answered as ``{"status": "ok", key: ...}``."""
         try:
             found = await api.core.run_quiet(read, *args)
         except InteractionsError as exc:
             return from_domain(exc)
         return JSONResponse({"status": "ok", key: found})
 
-    @app.get(API + "/me/interactions", responses=ok_doc, response_model=None)
-    async def list_interactions(request: Request) -> Response:
-        return await answer("interactions", api.engine.interactions, agent_of(request))
+    async def listing(agent: str, params: Mapping[str, str], read: BodyReader) -> Response:
+        return await answer("interactions", api.engine.interactions, agent)
 
-    @app.get(API + "/me/interactions/{interaction_id}", responses=ok_doc, response_model=None)
+    async def reading(agent: str, params: Mapping[str, str], read: BodyReader) -> Response:
+        return await answer("interaction", api.engine.interaction, agent, params["interaction_id"])
+
+    @app.get(INTERACTIONS, responses=ok_doc, response_model=None)
+    async def list_interactions(request: Request) -> Response:
+        return await listing(agent_of(request), request.path_params, body_of(request))
+
+    @app.get(INTERACTION, responses=ok_doc, response_model=None)
     async def get_interaction(interaction_id: str, request: Request) -> Response:
-        return await answer(
-            "interaction", api.engine.interaction, agent_of(request), interaction_id
-        )
+        return await reading(agent_of(request), request.path_params, body_of(request))
+
+    hot_routes.add("GET", INTERACTIONS, listing)
+    hot_routes.add("GET", INTERACTION, reading)
 
     @app.post(
         API + "/me/interactions/{interaction_id}/attachments",
@@ -330,7 +367,7 @@ def create_app(
             # read); read once only when within it, as the Engine takes bytes (docs/http.md).
             async with uploads.receive_upload(request, api.max_attachment_bytes) as upload:
                 data = await run_in_threadpool(upload.read)
-            added = await api.core.run(
+            added = await api.core.offload(  # up to max_attachment_bytes: off the loop
                 api.engine.add_attachment,
                 agent_of(request),
                 interaction_id,
@@ -350,7 +387,7 @@ def create_app(
     )
     async def get_attachment(interaction_id: str, attachment_id: str, request: Request) -> Response:
         try:
-            found, data = await api.core.run_quiet(
+            found, data = await api.core.offload(  # as large as an upload: off the loop
                 api.engine.get_attachment, agent_of(request), interaction_id, attachment_id
             )
         except InteractionsError as exc:

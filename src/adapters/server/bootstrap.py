@@ -115,18 +115,18 @@ class Server:
 
     def _wake_mail_on_send(self, changed: Sequence[Interaction]) -> None:
         if any(i.state == State.SENT for i in changed):
-            self.mail.wake()  # thread-safe: this runs on the core thread
+            self.mail.wake()  # from the loop or the core's thread alike
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         await self.cometd.start()
         cluster = self.cluster
         if cluster is None:
-            await self.core.run(self.engine.start)
+            await self.core.offload(self.engine.start)  # rebuilds from the store: off the loop
             self.node.role = "leader"
             self.core.on_change(self.notifications.wake)
         else:
-            await self.core.run(partial(self.engine.start, lead=False))
+            await self.core.offload(partial(self.engine.start, lead=False))
         # Mail is queued only by Send: wake the mail dispatcher for those commits alone (it
         # also polls), instead of after every call into the core.
         self.service.subscribe(self._wake_mail_on_send)
@@ -194,6 +194,12 @@ def _directory(
             r.model_copy(update={"password_hash": hash_password(passwords[r.id])}) for r in records
         ]
     return FileAgentDirectory(None, records), passwords
+
+
+def _is_sqlite(store: Store) -> bool:
+    from ..sqlite import SqliteStore
+
+    return isinstance(store, SqliteStore)
 
 
 def _session_storage(
@@ -274,7 +280,9 @@ def build(
         ),
         operations=operations,
     )
-    core = CoreRunner()
+    # On SQLite a unit of work is microseconds of C: the core runs on the event loop, no thread
+    # hop (adapters.runtime.CoreRunner, docs/performance.md); PostgreSQL waits on a network.
+    core = CoreRunner(inline=_is_sqlite(store))
     sessions, login_limits = _session_storage(settings, store)
     auth = HttpAuth(
         directory.verify,

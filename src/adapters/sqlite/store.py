@@ -28,7 +28,6 @@ connection, so it may be created in one thread and used in another (never concur
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -55,7 +54,7 @@ from interactions_core.ports import (
     Notification,
     NotificationBacklog,
     OutgoingMail,
-    RawMessage,
+    StoredMessage,
 )
 from interactions_core.staging import (
     Matches,
@@ -66,6 +65,7 @@ from interactions_core.staging import (
     waiting_in,
 )
 
+from .checkpoint import Checkpointer
 from .migrations import migrate, waiting_predicate
 
 if TYPE_CHECKING:
@@ -299,6 +299,7 @@ class SqliteStore:
         busy_timeout: float = 5.0,
         clock: Clock | None = None,
         cache_size: int = 0,
+        checkpoint: str = "background",
     ) -> None:
         """Open (creating and migrating as needed) the database at ``path``.
 
@@ -308,6 +309,9 @@ class SqliteStore:
         ``cache_size``: how many of the interactions committed last are kept decoded (default
         0: none); a kept one is reused only while its version is still the stored one. It pays
         off when operations come back to the interactions written last (docs/storage.md).
+        ``checkpoint``: ``background`` (default: WAL checkpoints on a thread of their own,
+        ``adapters.sqlite.checkpoint``, so no commit waits for one) or ``commit`` (SQLite's
+        own: inside the commit that fills the log past 1,000 pages).
         """
         text = os.fspath(path)
         if text == ":memory:" or text.startswith("file::memory:") or not text:
@@ -317,6 +321,8 @@ class SqliteStore:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
         if busy_timeout < 0:
             raise ValueError("busy_timeout must be >= 0 seconds")
+        if checkpoint not in ("background", "commit"):
+            raise ValueError("checkpoint must be 'background' or 'commit'")
         self.path = Path(text)
         self.synchronous = level
         self.busy_timeout = busy_timeout
@@ -327,6 +333,11 @@ class SqliteStore:
         self._registry_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
+        self._checkpointer = (
+            Checkpointer(self._new_connection, f"{self.path}-wal", writers=self._write_lock)
+            if checkpoint == "background"
+            else None
+        )
         conn = self.connection()
         with self._write_lock:
             migrate(conn)
@@ -339,6 +350,14 @@ class SqliteStore:
             return holder.conn
         if self._closed:
             raise sqlite3.ProgrammingError("the store is closed")
+        conn = self._new_connection()
+        holder = _Connection(conn)
+        self._local.holder = holder
+        with self._registry_lock:
+            self._open.add(holder)
+        return conn
+
+    def _new_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
             timeout=self.busy_timeout,
@@ -352,13 +371,13 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
+            if self._checkpointer is not None:  # the checkpointer's thread does them
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                # The log truncated back to its bound when it starts over (checkpoint.py).
+                conn.execute(f"PRAGMA journal_size_limit = {self._checkpointer.max_wal_bytes}")
         except BaseException:
             conn.close()
             raise
-        holder = _Connection(conn)
-        self._local.holder = holder
-        with self._registry_lock:
-            self._open.add(holder)
         return conn
 
     def close(self) -> None:
@@ -369,6 +388,8 @@ class SqliteStore:
         it all.
         """
         self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._registry_lock:
             holders = list(self._open)
             self._open.clear()
@@ -406,6 +427,8 @@ class SqliteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     # -- the ports
     def unit_of_work(self) -> SqliteUnitOfWork:
@@ -606,10 +629,10 @@ class SqliteStore:
 
 def _notifications(rows: Iterable[tuple[int, str, str, str]]) -> list[Notification]:
     return [
-        Notification(
+        Notification.model_construct(  # the store's own rows: no validation
             agent_id=agent_id,
             topic=topic,
-            payload=RawMessage.model_construct(data=json.loads(payload)),
+            payload=StoredMessage(payload),  # decoded when delivered, if ever
             seq=seq,
         )
         for seq, agent_id, topic, payload in rows
