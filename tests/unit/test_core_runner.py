@@ -50,9 +50,9 @@ def test_wakers_run_after_calls_that_may_commit_only() -> None:
         core.shutdown()
 
 
-def test_inline_calls_queue_behind_an_offloaded_call_in_order() -> None:
+def test_inline_calls_wait_for_an_offloaded_call_then_run_on_the_loop() -> None:
     """While a call runs on the worker thread, a call made inline must not run beside it: it
-    goes to the thread too, after it, in the order the calls were made."""
+    waits, without holding the loop, and runs on the loop once the thread is idle."""
     core = CoreRunner(inline=True)
     release = threading.Event()
     order: list[str] = []
@@ -77,7 +77,7 @@ def test_inline_calls_queue_behind_an_offloaded_call_in_order() -> None:
         release.set()
         await asyncio.gather(first, *calls)
         assert order == ["offloaded", "quick 0", "quick 1", "quick 2"]
-        assert loop_thread not in threads
+        assert threads == [loop_thread] * 3
         # The thread is idle again: the next call runs inline.
         assert await core.run_quiet(threading.get_ident) == loop_thread
 
@@ -134,3 +134,45 @@ def test_calls_from_another_thread_never_overlap_inline_calls() -> None:
         core.shutdown()
     assert most == 1
     assert calls > 2000
+
+
+def test_a_loaded_runner_does_not_stay_on_its_thread() -> None:
+    """32 callers in a loop, as a loaded server's requests are, while one call is offloaded:
+    only that call runs on the worker thread; every other one runs on the loop (callers that
+    came while it ran were not sent to the thread, where the next ones would queue behind
+    them for as long as the load lasts)."""
+    core = CoreRunner(inline=True)
+    release = threading.Event()
+    on_thread = 0
+    done = 0
+
+    def call() -> None:
+        nonlocal on_thread, done
+        if threading.current_thread() is not threading.main_thread():
+            on_thread += 1
+        done += 1
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def caller() -> None:
+            while not stop.is_set():
+                await core.run_quiet(call)
+                await asyncio.sleep(0)
+
+        callers = [asyncio.ensure_future(caller()) for _ in range(32)]
+        await asyncio.sleep(0.01)
+        offloaded = asyncio.ensure_future(core.offload(lambda: release.wait(10)))
+        await asyncio.sleep(0.05)
+        release.set()
+        await offloaded
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*callers)
+
+    try:
+        asyncio.run(main())
+    finally:
+        core.shutdown()
+    assert done > 100
+    assert on_thread == 0  # the offloaded call is a lambda, not counted
