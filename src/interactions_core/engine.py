@@ -308,8 +308,9 @@ class Engine:
         return self.service.workbin_content(agent_id, workbin)
 
     def agent_state(self, agent_id: str) -> AgentState:
-        """``GET /me``: the agent, its load and its channel states."""
-        return self.router.agent_state(agent_id)
+        """``GET /me``: the agent, its load and its channel states (the load as this engine
+        routes on it while it leads, else as the store has it)."""
+        return self.router.agent_state(agent_id, indexed_load=self._leading)
 
     # ------------------------------------------------------------------ mail in
 

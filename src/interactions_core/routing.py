@@ -300,16 +300,23 @@ class Router:
 
         self.on_channels([self.service.in_transaction(run)])
 
-    def agent_state(self, agent_id: str) -> AgentState:
+    def agent_state(self, agent_id: str, *, indexed_load: bool = False) -> AgentState:
         """``GET /me``: the agent and its channel states, read from the store (so every process
-        answers the same): its readiness, and its load, what it holds or is offered."""
+        answers the same): its readiness, and its load, what it holds or is offered.
+
+        ``indexed_load``: the load from this router's indexes instead (the engine that routes
+        keeps them from every commit it follows: exactly what it routes on), which spares
+        decoding every interaction the agent holds (~0.9 ms for 32, measured on GET /me)."""
         agent = self.service.agents.get(agent_id)
         if agent is None:
             raise NotFound("Agent", agent_id)
         with self.service.store.unit_of_work() as uow:
             state = uow.channels.get(agent_id) or ChannelState(agent_id=agent_id)
-            held = uow.interactions.for_agent(agent_id)
-        load = sum(1 for i in held if i.direction is Direction.INBOUND)
+            if indexed_load:
+                load = self.presence(agent_id).load
+            else:
+                held = uow.interactions.for_agent(agent_id)
+                load = sum(1 for i in held if i.direction is Direction.INBOUND)
         message = channel_message(agent_id, state)
         return {
             "id": agent.id,

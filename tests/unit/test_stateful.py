@@ -401,6 +401,14 @@ class Machine(RuleBasedStateMachine):
                 ), f"{agent_id} {request}: expected ok or an error with a description: {response}"
 
     @invariant()
+    def the_routers_load_is_the_stores(self) -> None:
+        """GET /me answers the leader's indexed load: it must be what the store holds."""
+        for agent_id in AGENT:
+            indexed = self.h.engine.router.agent_state(agent_id, indexed_load=True)["load"]
+            stored = self.h.engine.router.agent_state(agent_id, indexed_load=False)["load"]
+            assert indexed == stored, f"{agent_id}: indexed load {indexed}, stored {stored}"
+
+    @invariant()
     def interactions_persist_and_versions_only_grow(self) -> None:
         stored = {i.id: i.version for i in self._rows()}
         assert set(stored) == set(self.versions), (
