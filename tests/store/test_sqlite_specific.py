@@ -462,3 +462,21 @@ def test_stale_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
     os.utime(stale, (0, 0))
     FileAttachmentStore(tmp_path)
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_drain_batch_larger_than_one_statement_is_all_marked(db: Path) -> None:
+    """``mark_notifications_done`` marks in statements of up to 500 seqs: 1,234 in one call
+    are all marked, and only those."""
+    store = SqliteStore(db)
+    try:
+        with store.unit_of_work() as uow:
+            for _ in range(1300):
+                uow.outbox.add_notification(note("alice"))
+            uow.commit()
+        pending = store.pending_notifications(limit=2000)
+        assert len(pending) == 1300
+        store.mark_notifications_done([n.seq for n in pending[:1234]] + [pending[0].seq])
+        left = store.pending_notifications(limit=2000)
+        assert [n.seq for n in left] == [n.seq for n in pending[1234:]]
+    finally:
+        store.close()

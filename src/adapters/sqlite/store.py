@@ -444,12 +444,17 @@ class SqliteStore:
             return
         now = self._clock.now()
         published = (to_micros(now), now.isoformat())
+        wanted = sorted(set(seqs))
         with self._write() as conn:
-            conn.executemany(
-                "UPDATE outbox SET published_us = ?, status = 'sent', done_at = ?"
-                " WHERE seq = ? AND kind = 'notification' AND published_us IS NULL",
-                [(*published, s) for s in seqs],
-            )
+            # One statement a batch (the drain's, up to its limit), not one per entry.
+            for start in range(0, len(wanted), _MARK_CHUNK):
+                chunk = wanted[start : start + _MARK_CHUNK]
+                conn.execute(
+                    "UPDATE outbox SET published_us = ?, status = 'sent', done_at = ?"
+                    " WHERE kind = 'notification' AND published_us IS NULL"
+                    f" AND seq IN ({','.join('?' * len(chunk))})",
+                    (*published, *chunk),
+                )
 
     def notifications_since(
         self, agent_id: str, after_seq: int, limit: int = 500
@@ -625,6 +630,10 @@ class SqliteStore:
         cache_put = self._cache.put
         for row in rows.values():
             cache_put(row)
+
+
+_MARK_CHUNK = 500
+"""Seqs per ``mark_notifications_done`` statement (SQLite allows 32,766 parameters)."""
 
 
 def _notifications(rows: Iterable[tuple[int, str, str, str]]) -> list[Notification]:
