@@ -511,11 +511,7 @@ def main() -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "date": date.today().isoformat(),
-                    "args": {
-                        k: str(v) for k, v in vars(args).items() if k not in ("compare", "new")
-                    },
-                    "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                    **run_header(args, leave_out=("compare", "new")),
                     "results": results,
                     "summary": summary,
                     "verdict": verdict,
@@ -675,9 +671,7 @@ def compare(args: argparse.Namespace, modes: list[str]) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "date": date.today().isoformat(),
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                    "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                    **run_header(args),
                     "sides": {
                         side.name: {
                             **described[side.name],
@@ -741,6 +735,15 @@ def print_ratios(
         print(f"{LABELS[mode]:68}{cells}  {change:>26}")
     print("(CPU/req: server CPU time per request, loop/req: its event-loop thread's share,")
     print(" other/req: all its other threads'; ratios of medians over the rounds)")
+
+
+def run_header(args: argparse.Namespace, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What every ``--json`` file starts with: the date, the options, the machine."""
+    return {
+        "date": date.today().isoformat(),
+        "args": {k: str(v) for k, v in vars(args).items() if k not in leave_out},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
 
 
 def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:

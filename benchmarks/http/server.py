@@ -88,9 +88,9 @@ def build_with_constant(*args: Any, **kwargs: Any) -> bootstrap.Server:
 _TICK_S = 0.005
 
 
-def _quantile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else 0.0
+def _quantile(ordered: list[float], p: float) -> float:
+    """The ``p`` quantile of ``ordered`` (sorted seconds), in ms; 0 for none."""
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
 
 
 def _sample_loop_lag(server: bootstrap.Server) -> None:
@@ -167,32 +167,26 @@ def _sample_loop_lag(server: bootstrap.Server) -> None:
 
     @server.app.get("/bench/lag", include_in_schema=False)
     async def lag(since: float, until: float) -> dict[str, Any]:
-        late = sorted(v for at, v in samples if since <= at <= until)
+        def within(recorded: list[tuple[float, float]]) -> list[float]:
+            return sorted(v for at, v in recorded if since <= at <= until)
+
+        late, held, took = within(samples), within(stalls), within(served)
         if not late:
             return {"samples": 0}
-
-        def q(p: float) -> float:
-            return late[min(len(late) - 1, int(p * len(late)))] * 1000
-
-        held = sorted(v for at, v in stalls if since <= at <= until)
-
-        def h(p: float) -> float:
-            return held[min(len(held) - 1, int(p * len(held)))] * 1000 if held else 0.0
-
         return {
             "samples": len(late),
-            "p50_ms": q(0.5),
-            "p99_ms": q(0.99),
-            "max_ms": late[-1] * 1000,
+            "p50_ms": _quantile(late, 0.5),
+            "p99_ms": _quantile(late, 0.99),
+            "max_ms": _quantile(late, 1.0),
             "over_2ms": sum(1 for v in late if v > 0.002) / len(late),
             "inline_calls": len(held),
-            "stall_p50_ms": h(0.5),
-            "stall_p99_ms": h(0.99),
-            "stall_max_ms": held[-1] * 1000 if held else 0.0,
+            "stall_p50_ms": _quantile(held, 0.5),
+            "stall_p99_ms": _quantile(held, 0.99),
+            "stall_max_ms": _quantile(held, 1.0),
             "stalls_over_2ms": sum(1 for v in held if v > 0.002),
             "slow_calls": dict(slow.most_common(8)),
-            "served_p50_ms": _quantile([v for at, v in served if since <= at <= until], 0.5),
-            "served_p99_ms": _quantile([v for at, v in served if since <= at <= until], 0.99),
+            "served_p50_ms": _quantile(took, 0.5),
+            "served_p99_ms": _quantile(took, 0.99),
             "slow_calls_cpu_ms_median": statistics.median(slow_cpu) * 1000 if slow_cpu else 0.0,
         }
 

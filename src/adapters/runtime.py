@@ -28,7 +28,6 @@ from typing import ParamSpec, TypeVar
 from interactions_core.engine import Engine
 from interactions_core.errors import Unavailable
 from interactions_core.outbox import NotificationDrain, NotificationTail
-from interactions_core.ports import Notification
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -210,10 +209,6 @@ class NotificationDispatcher:
                 await self._task
         await self.drain_once()  # what was committed before stop is published
 
-    def _ack_and_take(self, batch: list[Notification]) -> list[Notification]:
-        self._drain.ack(batch)
-        return self._drain.take(batch[-1].seq)
-
     async def drain_once(self) -> int:
         """Publish everything pending (``NotificationDrain.run``, with its store calls through
         the core runner); returns how many were published."""
@@ -223,7 +218,7 @@ class NotificationDispatcher:
             self._drain.publish(batch)
             total += len(batch)
             self.published += len(batch)
-            batch = await self._core.run_quiet(self._ack_and_take, batch)
+            batch = await self._core.run_quiet(self._drain.ack_and_take, batch)
             await asyncio.sleep(0)  # an inline core ran it on the loop: let others in
         return total
 

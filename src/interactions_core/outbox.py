@@ -113,19 +113,23 @@ class NotificationDrain:
             self.reader.mark_notifications_done([n.seq for n in batch])
             self.published += len(batch)
 
+    def ack_and_take(self, batch: Sequence[Notification]) -> list[Notification]:
+        """``ack`` a published batch and ``take`` the one after it: one call for a driver
+        whose store calls each cost a hop (or a turn of the event loop)."""
+        self.ack(batch)
+        return self.take(batch[-1].seq)
+
     def run(self) -> int:
         """Publish everything pending, batch by batch; returns how many were published. Each
         batch must move past the previous one, so a reader that ignores ``mark_*`` cannot make
         this loop forever."""
-        total, last = 0, 0
-        while True:
-            batch = self.take(last)
-            if not batch:
-                return total
+        total = 0
+        batch = self.take(0)
+        while batch:
             self.publish(batch)
-            self.ack(batch)
             total += len(batch)
-            last = batch[-1].seq
+            batch = self.ack_and_take(batch)
+        return total
 
 
 class NotificationTail:

@@ -121,7 +121,8 @@ class StoredMessage:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        # By the data, as equality goes (two texts of the same data are equal).
+        return hash(json.dumps(self.to_wire(), sort_keys=True))
 
     def __repr__(self) -> str:
         return f"StoredMessage({self.text!r})"

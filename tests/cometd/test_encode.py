@@ -153,8 +153,9 @@ def test_a_shared_message_is_read_only_and_encoded_lazily_once(encodings: Encode
     message = SharedMessage({"channel": BOARD, "data": {"text": TEXT}})
     assert message == {"channel": BOARD, "data": {"text": TEXT}}
     assert message["channel"] == BOARD and message.get("ext") is None and len(message) == 2
+    writable: Any = message  # what a caller ignoring the Mapping type would try
     with pytest.raises(TypeError):
-        message["id"] = "1"  # type: ignore[index]
+        writable["id"] = "1"
     assert encodings.channels[BOARD] == 0  # nothing until a reply needs it
     for _ in range(3):
         encode([{"channel": "/meta/connect", "successful": True}, message])
@@ -262,6 +263,13 @@ async def _ws_start(server: ServerHarness, agent: str, channels: list[str], ack:
     return ws
 
 
+async def _close(polling: list[LongPolling], sockets: list[WebSocketClient]) -> None:
+    for client in polling:
+        await client.aclose()
+    for ws in sockets:
+        await ws.close()
+
+
 async def _ws_messages(ws: WebSocketClient) -> list[Message]:
     """The next frame's delivered messages (a released connect reply dropped)."""
     async with asyncio.timeout(10):
@@ -305,10 +313,7 @@ async def test_a_broadcast_to_50_sessions_is_encoded_once(
         for new, old in sent:
             assert new == old
     finally:
-        for client in polling:
-            await client.aclose()
-        for ws in sockets:
-            await ws.close()
+        await _close(polling, sockets)
 
 
 async def test_an_agents_notification_is_encoded_once_per_channel(
@@ -347,7 +352,4 @@ async def test_an_agents_notification_is_encoded_once_per_channel(
         for new, old in sent:
             assert new == old
     finally:
-        for client in polling:
-            await client.aclose()
-        for ws in sockets:
-            await ws.close()
+        await _close(polling, sockets)

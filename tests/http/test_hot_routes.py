@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from test_api import basic, deliver, make_server, offered, wait_for  # tests/http is on sys.path
 
 from adapters.http.app import EXAMPLES, INTERACTION, INTERACTION_SINGULAR, INTERACTIONS
-from adapters.http.hot import Handler, HotTable
+from adapters.http.hot import Handler
 from adapters.server.bootstrap import Server
 
 SEEN_HEADERS = ("content-type", "cache-control", "www-authenticate", "retry-after")
@@ -35,7 +35,7 @@ class Paths:
 
     def __init__(self, server: Server, client: TestClient) -> None:
         self.client = client
-        self.table: HotTable = server.app.hot_routes  # type: ignore[attr-defined]
+        self.table = server.app.hot_routes
         self.document = client.get("/openapi.json").json()
         self.hot_calls = 0
         self.routes = list(self.table.routes)
@@ -101,7 +101,7 @@ def client(server: Server) -> Iterator[TestClient]:
 
 
 def test_the_hot_table_is_the_documented_routes(server: Server) -> None:
-    table: HotTable = server.app.hot_routes  # type: ignore[attr-defined]
+    table = server.app.hot_routes
     assert {(m, p) for m, p, _, _ in table.routes} == {
         ("POST", INTERACTION),
         ("POST", INTERACTION_SINGULAR),

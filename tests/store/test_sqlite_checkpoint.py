@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from adapters.sqlite import SqliteStore
@@ -22,10 +23,10 @@ def _commits(store: SqliteStore, n: int, size: int = 4000) -> None:
             )
 
 
-def _eventually(predicate: object, timeout: float = 20.0) -> None:
+def _eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.02)
     raise AssertionError("not reached")

@@ -122,7 +122,7 @@ CREATE_EXAMPLE = {
 }
 
 
-class _App(FastAPI):
+class ApiApp(FastAPI):
     """FastAPI plus the operation union's schemas and Basic security in its OpenAPI."""
 
     extra_schemas: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance
@@ -218,8 +218,8 @@ def create_app(
     api: Api,
     *,
     lifespan: Callable[[FastAPI], Any] | None = None,
-) -> FastAPI:
-    app = _App(
+) -> ApiApp:
+    app = ApiApp(
         title="interactions-core agent API",
         version="0.1.0",
         description="GWS-style agent API for e-mail interactions. Results arrive as CometD "

@@ -51,7 +51,7 @@ from interactions_core.routing import Router, RoutingConfig
 from interactions_core.service import InteractionService, ServiceConfig
 
 from ..cometd import AuthRequest, BayeuxServer, CometdApp, CometdSettings
-from ..http.app import Api, create_app
+from ..http.app import Api, ApiApp, create_app
 from ..http.auth import AuthError, HttpAuth
 from ..http.sessions import LoginLimits, SessionStore
 from ..runtime import CoreRunner, NotificationDispatcher, NotificationPurger, RouterTimer
@@ -90,7 +90,7 @@ class Server:
     purger: NotificationPurger
     ingest: Callable[[bytes, Envelope, str], IngestResult]
     node: NodeStatus  # this process in a cluster: id, role, notification tail (GET /health)
-    app: FastAPI = field(init=False)  # the HTTP API (what TestClient and OpenAPI see)
+    app: ApiApp = field(init=False)  # the HTTP API (what TestClient and OpenAPI see)
     asgi: ASGIApp = field(init=False)  # what uvicorn serves: CometD in front of ``app``
     demo_passwords: dict[str, str] = field(default_factory=dict)
     # Several processes on one PostgreSQL: leadership, the notification tail, wake-ups
