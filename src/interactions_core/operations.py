@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 
@@ -339,14 +340,49 @@ def parse_json(body: bytes | str) -> Any:
     ``InvalidRequest``: malformed, nested too deeply, repeating a key within one object (at any
     depth; the answer names it and its path), or holding what JSON parsing lets through but
     cannot write (see ``refuse_unrepresentable``)."""
+    repeated: list[None] = []
+
+    def read_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value = _object(pairs)
+        if type(value) is _RepeatedKeys:
+            repeated.append(None)
+        return value
+
     try:
-        value = json.loads(body, parse_constant=_not_json, object_pairs_hook=_object)
+        value = json.loads(body, parse_constant=_not_json, object_pairs_hook=read_object)
     except RecursionError:
         raise InvalidRequest("Malformed JSON: nested too deeply") from None
     except ValueError as exc:  # UnicodeDecodeError included
         raise InvalidRequest(f"Malformed JSON: {str(exc)[:200]}") from None
-    refuse_unrepresentable(value)
+    if repeated or not _plainly_representable(body):
+        refuse_unrepresentable(value)  # walks the value, and names the place of what it refuses
     return value
+
+
+_INF_PRONE = re.compile(rb"[0-9][eE]|[0-9]{300}")
+"""A number that may parse to infinity: one with an exponent, or of 300 digits and more (a
+double's range ends near 1.8e308)."""
+
+
+def _plainly_representable(body: bytes | str) -> bool:
+    """Whether the text alone shows that ``refuse_unrepresentable`` has nothing to refuse, so
+    the walk over every value (most of the cost of parsing a small body) can be skipped. Only
+    ever ``True`` when that is certain: no ``\\u`` escape (a lone surrogate needs one: in UTF-8
+    bytes one cannot be written raw), nothing that could overflow a float, and fewer brackets
+    than the depth limit (some may be inside strings: then the walk runs for nothing). Repeated
+    keys are seen by ``parse_json`` while it parses."""
+    if isinstance(body, str):
+        if not body.isascii():
+            return False  # a str may hold a raw surrogate
+        body = body.encode("ascii")
+    return (
+        # A NUL byte: maybe UTF-16 or UTF-32 (which json.loads also reads), where the escapes
+        # and digits searched for below are spelt otherwise; any such JSON text has one.
+        b"\x00" not in body
+        and b"\\u" not in body
+        and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+        and _INF_PRONE.search(body) is None
+    )
 
 
 class _RepeatedKeys(dict[str, Any]):
