@@ -69,6 +69,13 @@ class CometdSettings:
     client re-reads its state). Capped at half of ``max_queue``, so a replay never overflows
     the queue."""
 
+    flush_batch: int = 64
+    """Sessions answered per event-loop turn when messages are delivered. A broadcast to 1,000
+    subscribers answers their held connects over 16 turns, with the loop's I/O polled between
+    them, instead of in one: a request that arrives meanwhile (a publish, a handshake, an HTTP
+    API call on the same loop) waits behind at most this many replies, not behind every one
+    (docs/performance.md, "the publish stalls")."""
+
     def __post_init__(self) -> None:
         if self.duplicate_connect_status < 400 or self.duplicate_connect_status == 408:
             raise ValueError("duplicate_connect_status must be >= 400 and not 408")
@@ -80,6 +87,8 @@ class CometdSettings:
             raise ValueError("max_batch_messages and max_body_bytes must be positive")
         if not (self.websocket or self.long_polling):
             raise ValueError("enable at least one transport")
+        if self.flush_batch <= 0:
+            raise ValueError("flush_batch must be positive")
         if self.replay_max_messages < 0:
             raise ValueError("replay_max_messages must not be negative")
 

@@ -19,6 +19,7 @@ import random
 import re
 import secrets
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -198,6 +199,10 @@ class BayeuxServer:
         self._links: set[Link] = set()
         self._expiries: dict[int, set[HeldConnect]] = {}
         """Held connects by the tick of the shared timer at which they expire."""
+        self._to_flush: deque[Session] = deque()
+        """Sessions with new messages, in order, answered ``settings.flush_batch`` per loop turn
+        by one callback (a broadcast to 1,000 sessions schedules one callback, not 1,000)."""
+        self._flush_scheduled = False
         self.notifier = CometdNotifier(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -348,10 +353,12 @@ class BayeuxServer:
         """What identifies the credentials a request carries (``None``: it carries none)."""
         if ctx.link is not None:
             return None  # a websocket is bound to one agent at its first handshake
-        parts = [ctx.headers.get("authorization")]
-        parts.extend(ctx.cookies.get(name) for name in self.settings.credential_cookies)
-        if all(part is None for part in parts):
-            return None
+        authorization = ctx.headers.get("authorization")
+        cookies = ctx.cookies
+        names = self.settings.credential_cookies
+        if authorization is None and not any(name in cookies for name in names):
+            return None  # (the common case, a cookie-less or header-less client: no list built)
+        parts = [authorization, *(cookies.get(name) for name in names)]
         return "\x00".join(part or "" for part in parts)
 
     async def _session_for(
@@ -798,8 +805,22 @@ class BayeuxServer:
     def _schedule_flush(self, session: Session) -> None:
         if not session.flush_pending:
             session.flush_pending = True
-            # call_soon: messages published in the same loop turn travel in one reply.
-            self._bind_loop().call_soon(self._flush, session)
+            self._to_flush.append(session)
+            if not self._flush_scheduled:
+                # Soon, not now: messages published in the same loop turn travel in one reply.
+                self._flush_scheduled = True
+                self._bind_loop().call_soon(self._flush_some)
+
+    def _flush_some(self) -> None:
+        """Answer the next ``flush_batch`` sessions; the rest in the next loop turn (a callback
+        scheduled by a callback runs after the loop has polled its sockets again)."""
+        waiting = self._to_flush
+        for _ in range(min(len(waiting), self.settings.flush_batch)):
+            self._flush(waiting.popleft())
+        if waiting:
+            self._bind_loop().call_soon(self._flush_some)
+        else:
+            self._flush_scheduled = False
 
     def _flush(self, session: Session) -> None:
         session.flush_pending = False
@@ -830,6 +851,7 @@ class BayeuxServer:
             self.release(held, [reply])
         session.queue = []
         session.unacked = []
+        session.unacked_count = 0
         session.link = None
 
     # ------------------------------------------------------------------ replay
