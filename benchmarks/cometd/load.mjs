@@ -6,12 +6,17 @@
 //   client publishes on it at cfg.rate/s (open loop, a client publish per message, as any
 //   Bayeux client would); each publish reaches every subscriber. Reports deliveries/s, the
 //   publish-to-receipt latency, and the publishes' own replies (latency, and how many took
-//   longer than cfg.publishTimeout ms, default 10,000: "timed out").
+//   longer than cfg.publishTimeout ms, default 10,000: "timed out"). The publisher runs in a
+//   process of its own (mode "publisher", started by this one): in the subscribers' process
+//   its timers and replies waited behind the tool's own work (the tool runs near one core at
+//   1,000 x 50/s), and the publish latency it reported was the tool's, not the server's.
 //   transport "long-polling" (default) or "websocket" (one socket per session; ours only, the
 //   Node server has no websocket transport).
 //   A line {"phase":"measuring"} is written when the measured interval starts (the runner
 //   reads the server's CPU then, and again at the report).
+import {spawn} from "node:child_process";
 import http from "node:http";
+import {createInterface} from "node:readline";
 import {performance} from "node:perf_hooks";
 import WebSocket from "ws";
 
@@ -57,6 +62,7 @@ const latencies = [];
 let delivered = 0;
 let measuring = false;
 let running = true;
+let polls = 0;  // /meta/connect replies received while measuring (messages per reply = delivered / polls)
 
 const BROADCAST = cfg.mode === "broadcast";
 const subscription = (name) =>
@@ -98,6 +104,7 @@ class Client {
         while (running) {
             const r = await this.connect();
             const t = now();
+            if (measuring) ++polls;
             for (const m of r.messages) {
                 if (m.data && typeof m.data.t === "number" && measuring) {
                     latencies.push(t - m.data.t);
@@ -188,7 +195,7 @@ function runPublisher(publisher, rate, duration, publishing) {
                 const took = now() - t;
                 if (took > publishTimeout && !counted) { counted = true; ++publishing.timedOut; }
                 if (!reply || !reply.successful) ++publishing.failed;
-                else if (measuring) publishing.replies.push(took);
+                else publishing.all.push([t, took]);
             }, () => { answered = true; clearTimeout(late); ++publishing.failed; });
         }
         if (publishing.sent >= total) clearInterval(timer);
@@ -203,7 +210,32 @@ const Kind = cfg.transport === "websocket" ? WsClient : Client;
 const clients = Array.from({length: cfg.clients}, (_, i) => new Kind(i));
 await inBatches(clients, 100, (c) => c.start());
 
-if (cfg.mode === "idle") {
+if (cfg.mode === "publisher") {
+    // Publish from here, record every reply, and report the ones sent in the measured window
+    // (given on stdin as {"from": t, "to": t}) once the parent asks.
+    const publisher = new Kind(-1);
+    await publisher.start();
+    publisher.poll().catch((e) => { if (running) console.error(String(e)); });
+    const publishing = {timedOut: 0, failed: 0, sent: 0, all: []};
+    runPublisher(publisher, cfg.rate, cfg.total, publishing);
+    process.stdout.write(JSON.stringify({phase: "publishing"}) + "\n");
+    const lines = createInterface({input: process.stdin});
+    for await (const line of lines) {
+        const window = JSON.parse(line);
+        // The publishes still unanswered get up to the timeout (at most 2 s) to come back.
+        await new Promise((r) => setTimeout(r, Math.min(publishTimeout, 2000)));
+        const replies = publishing.all.filter(([t]) => t >= window.from && t <= window.to)
+            .map(([, took]) => took).sort((a, b) => a - b);
+        const pq = (p) => replies.length ? replies[Math.min(replies.length - 1, Math.floor(p * replies.length))] : null;
+        process.stdout.write(JSON.stringify({
+            published: publishing.sent, publish_p50_ms: pq(0.5), publish_p99_ms: pq(0.99),
+            publish_max_ms: replies.length ? replies[replies.length - 1] : null,
+            publish_timed_out: publishing.timedOut, publish_failed: publishing.failed,
+        }) + "\n");
+        running = false;
+        process.exit(0);
+    }
+} else if (cfg.mode === "idle") {
     // Hold one connect per session and report; the runner samples the server's memory.
     for (const c of clients) c.connect().catch(() => {});
     await new Promise((r) => setTimeout(r, 1500 + cfg.clients / 5));
@@ -213,12 +245,14 @@ if (cfg.mode === "idle") {
     for (const c of clients) c.poll().catch((e) => { if (running) console.error(String(e)); });
     await new Promise((r) => setTimeout(r, 500));
     const warmup = cfg.warmup ?? 1000;
-    const publishing = {replies: [], timedOut: 0, failed: 0, sent: 0};
+    let child = null;
+    let childLines = null;
     if (BROADCAST) {
-        const publisher = new Kind(-1);
-        await publisher.start();
-        publisher.poll().catch((e) => { if (running) console.error(String(e)); });
-        runPublisher(publisher, cfg.rate, cfg.duration + warmup + 500, publishing);
+        child = spawn(process.execPath, [process.argv[1], JSON.stringify({...cfg, mode: "publisher",
+            clients: 0, total: cfg.duration + warmup + 500})], {stdio: ["pipe", "pipe", "inherit"]});
+        childLines = createInterface({input: child.stdout})[Symbol.asyncIterator]();
+        const first = await childLines.next();
+        if (first.done) throw new Error("the publisher process failed");
     } else {
         await startPublisher(cfg.rate, cfg.duration + warmup + 500, cfg.clients);
     }
@@ -226,27 +260,25 @@ if (cfg.mode === "idle") {
     process.stdout.write(JSON.stringify({phase: "measuring"}) + "\n");
     measuring = true;
     const t0 = performance.now();
+    const from = now();
+    const cpu0 = process.cpuUsage();
     await new Promise((r) => setTimeout(r, cfg.duration));
     measuring = false;
     const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     latencies.sort((a, b) => a - b);
     const q = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null;
     const report = {
         offered: cfg.rate, delivered_per_s: delivered / seconds, p50_ms: q(0.5), p99_ms: q(0.99),
         max_ms: latencies.length ? latencies[latencies.length - 1] : null, samples: latencies.length,
-        seconds,
+        seconds, polls_per_s: polls / seconds, tool_cores: (cpu.user + cpu.system) / 1e6 / seconds,
     };
     if (BROADCAST) {
-        // Wait for the publishes still unanswered (up to the timeout) before reporting them.
-        await new Promise((r) => setTimeout(r, Math.min(publishTimeout, 2000)));
-        const replies = publishing.replies.sort((a, b) => a - b);
-        const pq = (p) => replies.length ? replies[Math.min(replies.length - 1, Math.floor(p * replies.length))] : null;
-        Object.assign(report, {
-            clients: cfg.clients, expected_per_s: cfg.clients * cfg.rate,
-            published: publishing.sent, publish_p50_ms: pq(0.5), publish_p99_ms: pq(0.99),
-            publish_max_ms: replies.length ? replies[replies.length - 1] : null,
-            publish_timed_out: publishing.timedOut, publish_failed: publishing.failed,
-        });
+        child.stdin.write(JSON.stringify({from, to: from + seconds * 1000}) + "\n");
+        const answer = await childLines.next();
+        if (answer.done) throw new Error("the publisher process gave no report");
+        Object.assign(report, {clients: cfg.clients, expected_per_s: cfg.clients * cfg.rate},
+            JSON.parse(answer.value));
     }
     process.stdout.write(JSON.stringify(report) + "\n");
     running = false;
