@@ -60,7 +60,12 @@ def start_server(
     kind: str, port: int, timeout_ms: int, *, broadcast: bool = False, core: int | None = None
 ) -> subprocess.Popen[str]:
     if kind.startswith("ours"):
-        env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_PYTHONPATH", str(ROOT / "src"))}
+        source = os.environ.get("BENCH_PYTHONPATH", str(ROOT / "src"))
+        if kind == "ours-parent":
+            # The same benchmark server on another revision's library (a worktree's src/):
+            # the before-and-after of a change, in one run.
+            source = os.environ["BENCH_PARENT_SRC"]
+        env = {**os.environ, "PYTHONPATH": source}
         command = [sys.executable, str(HERE / "ours_server.py"), str(port), str(timeout_ms)]
         if kind == "ours-routes":
             command.append("--routes")  # Bayeux as Starlette routes inside the app
@@ -294,7 +299,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument(
-        "--servers", default="ours,node", help="ours, ours-routes (Bayeux as routes), node"
+        "--servers",
+        default="ours,node",
+        help="ours, ours-routes (Bayeux as routes), node, ours-parent (the library at "
+        "$BENCH_PARENT_SRC, e.g. a worktree of the parent commit's src/)",
     )
     parser.add_argument(
         "--idle-transports",
@@ -329,7 +337,7 @@ def main() -> None:
         for clients, rate in scenarios:
             for kind in order:
                 transports = ["long-polling"]
-                if flavour(kind) == "ours":
+                if flavour(kind) == "ours" and kind != "ours-parent":
                     transports = [t for t in args.broadcast_transports.split(",") if t]
                 for transport in transports:
                     b = broadcast(kind, clients, rate, args.duration, transport, not args.no_pin)
@@ -343,7 +351,8 @@ def main() -> None:
                         f"{b['server_cores']:.2f} cores, {b['cpu_us_per_delivery']:.2f} µs/"
                         f"delivery | publish p50 {b['publish_p50_ms'] or 0:.2f} ms p99 "
                         f"{b['publish_p99_ms'] or 0:.2f} ms max {b['publish_max_ms'] or 0:.0f} "
-                        f"ms, {b['publish_timed_out']} timed out, {b['publish_failed']} failed",
+                        f"ms, {b['publish_timed_out']} timed out, {b['publish_failed']} failed"
+                        f" | {b['polls_per_s']:.0f} polls/s, tool {b['tool_cores']:.2f} cores",
                         flush=True,
                     )
     if scenarios and args.rounds:
