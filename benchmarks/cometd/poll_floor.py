@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, cast
+
+from run import cpu_seconds, free_port, pinned  # this directory's runner (on sys.path[0])
 
 HERE = Path(__file__).parent
 REPLY = json.dumps([{"channel": "/meta/connect", "successful": True, "id": "1"}]).encode()
@@ -94,25 +95,20 @@ def serve_protocol(port: int) -> None:
     uvloop.run(main())
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(kind: str, port: int) -> tuple[float, float]:
     """(requests/s, server µs of CPU per request) for one round of ``kind``."""
     if kind == "node":
         command = ["node", str(HERE / "poll_floor_node.cjs"), str(port)]
     else:
         command = [sys.executable, __file__, "serve", kind, str(port)]
-    server = subprocess.Popen(["taskset", "-c", "0", *command], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(pinned(command, 0), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         server.stdout.readline()
         time.sleep(0.7)
         tool = [str(HERE / "poll_floor_client.mjs"), str(port), "64", "4000"]
         client = subprocess.Popen(
-            ["taskset", "-c", "1", "node", *tool],
+            pinned(["node", *tool], 1),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -134,11 +130,9 @@ def main() -> None:
         return
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
-    port = 18_200
     for round_no in range(rounds):
         for kind in KINDS:  # interleaved
-            port += 1
-            rps, us = measure(kind, port)
+            rps, us = measure(kind, free_port())
             results[kind].append((rps, us))
             print(f"round {round_no + 1} {kind:8} {rps:8.0f} req/s {us:6.1f} µs CPU/request")
     node = statistics.median(us for _, us in results["node"])

@@ -22,7 +22,9 @@ from collections import Counter
 from typing import Any
 
 from adapters.cometd import BayeuxServer, BroadcastPolicy, CometdSettings
+from adapters.cometd.protocol import Outgoing
 from adapters.cometd.server import AuthRequest
+from adapters.cometd.sessions import HeldConnect
 from adapters.cometd.transports import LongPollingEndpoint
 
 SUBSCRIBERS = 1_000
@@ -35,40 +37,33 @@ async def _agent_from_ext(request: AuthRequest) -> str | None:
     return agent if isinstance(agent, str) else None
 
 
-class Turns:
-    """Counts event-loop turns (a task that yields once per turn) and what happens in each."""
+class CountingServer(BayeuxServer):
+    """Counts the held connects it answers, in all and per event-loop turn (``turn`` is
+    advanced by a task that yields once per turn)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: CometdSettings) -> None:
+        super().__init__(_agent_from_ext, settings, policy=BroadcastPolicy())
         self.turn = 0
-        self.released: Counter[int] = Counter()
-        self._task = asyncio.create_task(self._tick())
+        self.answered = 0
+        self.per_turn: Counter[int] = Counter()
 
-    async def _tick(self) -> None:
+    def release(self, held: HeldConnect, result: list[Outgoing] | None) -> None:
+        if result is not None:  # (None: cancelled by a newer connect, not an answer)
+            self.answered += 1
+            self.per_turn[self.turn] += 1
+        super().release(held, result)
+
+    async def count_turns(self) -> None:
         while True:
             await asyncio.sleep(0)
             self.turn += 1
 
-    def stop(self) -> None:
-        self._task.cancel()
-
 
 async def test_a_publish_waits_behind_a_bounded_number_of_replies() -> None:
     settings = CometdSettings(max_sessions_per_browser=-1)
-    server = BayeuxServer(_agent_from_ext, settings, policy=BroadcastPolicy())
+    server = CountingServer(settings)
     await server.start()
     endpoint = LongPollingEndpoint(server)
-    answered = 0  # held connects answered, in all
-
-    release = server.release
-
-    def counting_release(held: Any, result: Any) -> None:
-        nonlocal answered
-        if result is not None:
-            answered += 1
-            turns.released[turns.turn] += 1
-        release(held, result)
-
-    server.release = counting_release  # type: ignore[method-assign]
 
     async def call(path: str, message: dict[str, Any]) -> list[dict[str, Any]]:
         body = json.dumps([message]).encode()
@@ -127,40 +122,37 @@ async def test_a_publish_waits_behind_a_bounded_number_of_replies() -> None:
 
     subscribers = [await start(f"a{n}", True) for n in range(SUBSCRIBERS)]
     publisher = await start("publisher", False)
-    turns = Turns()
+    turns = asyncio.create_task(server.count_turns())
     pollers = [asyncio.create_task(poll(c)) for c in subscribers]
     try:
-        while len(server._expiries) == 0 or sum(1 for s in server.sessions if s.held) < len(
-            subscribers
-        ):
+        while sum(1 for s in server.sessions if s.held) < len(subscribers):
             await asyncio.sleep(0)  # every subscriber holds a connect
         waited: list[int] = []  # connects answered between a publish's arrival and its reply
         for seq in range(PUBLISHES):
-            arrived = answered
+            arrived = server.answered
             publish = {"channel": CHANNEL, "clientId": publisher, "data": {"seq": seq}}
             # Sent while the previous fan-out is still being answered: a task, as uvicorn runs
             # each request, queued behind whatever the loop has already scheduled.
             reply = await asyncio.create_task(call("/cometd", publish))
             assert reply[0]["successful"], reply
-            waited.append(answered - arrived)
+            waited.append(server.answered - arrived)
             for _ in range(3):
                 await asyncio.sleep(0)  # the next publish arrives mid-fan-out
         while sum(received.values()) < SUBSCRIBERS * PUBLISHES:
             await asyncio.sleep(0)
     finally:
-        turns.stop()
-        for task in pollers:
+        for task in [turns, *pollers]:
             task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        await asyncio.gather(turns, *pollers, return_exceptions=True)
         await server.stop()
 
     # Nothing lost, nothing twice: every subscriber got every message once.
     assert set(received.values()) == {PUBLISHES}, Counter(received.values())
     # The fan-out was spread: no turn answered more than flush_batch held connects ...
-    assert max(turns.released.values()) <= settings.flush_batch, turns.released.most_common(3)
+    assert max(server.per_turn.values()) <= settings.flush_batch, server.per_turn.most_common(3)
     # ... and a publish waited behind at most the turn in progress and the one it was read in,
     # not behind the 1,000 replies of a whole fan-out.
     assert max(waited) <= 2 * settings.flush_batch, waited
     assert max(waited) < SUBSCRIBERS // 4, waited  # whatever the setting: never a whole fan-out
     # The load was a real one: the fan-out of a publish took many turns.
-    assert len(turns.released) >= PUBLISHES * SUBSCRIBERS // settings.flush_batch // 10
+    assert len(server.per_turn) >= PUBLISHES * SUBSCRIBERS // settings.flush_batch // 10

@@ -851,7 +851,6 @@ class BayeuxServer:
             self.release(held, [reply])
         session.queue = []
         session.unacked = []
-        session.unacked_count = 0
         session.link = None
 
     # ------------------------------------------------------------------ replay

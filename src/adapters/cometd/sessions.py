@@ -92,7 +92,6 @@ class Session:
         "subscriptions",
         "timeout_ms",
         "unacked",
-        "unacked_count",
     )
 
     def __init__(
@@ -116,8 +115,6 @@ class Session:
         """Delivered messages waiting for the next reply: shared with every other session that
         receives them, so each is encoded once however many sessions send it."""
         self.unacked: list[tuple[int, list[SharedMessage]]] = []
-        self.unacked_count = 0
-        """Messages in ``unacked``, kept so that the overflow check costs no walk."""
         self.held: HeldConnect | None = None
         self.connected = False  # a connect was answered since the handshake
         self.last_seen = now
@@ -152,7 +149,9 @@ class Session:
 
     def pending(self) -> int:
         """Messages held for this session: queued plus sent-but-unacknowledged."""
-        return len(self.queue) + self.unacked_count
+        if not self.unacked:  # (no ack extension, or all acknowledged: the common case)
+            return len(self.queue)
+        return len(self.queue) + sum(len(batch) for _, batch in self.unacked)
 
     def drop_oldest(self, count: int) -> None:
         """Discard ``count`` of the oldest messages (unacknowledged batches first)."""
@@ -160,11 +159,9 @@ class Session:
             batch_id, batch = self.unacked[0]
             if len(batch) <= count:
                 count -= len(batch)
-                self.unacked_count -= len(batch)
                 self.unacked.pop(0)
             else:
                 self.unacked[0] = (batch_id, batch[count:])
-                self.unacked_count -= count
                 count = 0
         if count > 0:
             del self.queue[:count]
@@ -178,7 +175,6 @@ class Session:
             if sent_id > batch_id:
                 lost.extend(batch)
         self.unacked.clear()
-        self.unacked_count = 0
         if lost:
             self.queue[:0] = lost
 
@@ -195,7 +191,6 @@ class Session:
         self.batch += 1
         if messages:
             self.unacked.append((self.batch, messages))
-            self.unacked_count += len(messages)
         return messages, self.batch
 
 
