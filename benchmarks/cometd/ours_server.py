@@ -4,11 +4,12 @@ The publisher goes through the real path: ``Notification`` -> ``CometdNotifier.p
 the agent's sessions subscribed to ``/me/interactions``.
 
 Served the way ``interactions serve`` serves the product: ``uvicorn.Server.run()`` (uvloop and
-httptools when installed), no access log, ``gc.freeze()`` after start-up. Bayeux is mounted
-in front of the app (``CometdApp``); ``--routes`` mounts it as Starlette routes instead, for
-comparison. ``--broadcast``: the library's ``BroadcastPolicy`` instead of the product's, so
-that clients may subscribe to and publish on any channel (the broadcast scenario), nothing
-patched.
+httptools when installed), no access log, ``gc.freeze()`` after start-up, long-polling read
+below ASGI (``adapters.cometd.http11``, when the library has it). Bayeux is mounted in front of
+the app (``CometdApp``); ``--asgi`` serves long-polling through uvicorn's protocol and ASGI
+only, ``--routes`` mounts Bayeux as Starlette routes, for comparison. ``--broadcast``: the
+library's ``BroadcastPolicy`` instead of the product's, so that clients may subscribe to and
+publish on any channel (the broadcast scenario), nothing patched.
 
 ``BENCH_LOOP_LAG=1``: sample the event loop's lag (a 5 ms sleep's overshoot) for the whole run
 and print its median, p99, max and the number of samples over 100 ms to stderr at shutdown. A
@@ -26,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -53,6 +55,7 @@ async def bench_auth(request: AuthRequest) -> str | None:
 def main() -> None:
     args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
     as_routes = "--routes" in sys.argv
+    fast = not as_routes and "--asgi" not in sys.argv
     port = int(args[0])
     timeout = int(args[1]) if len(args) > 1 else 25_000
     settings = CometdSettings(
@@ -122,6 +125,14 @@ def main() -> None:
     app: Starlette | CometdApp = Starlette(routes=routes, lifespan=lifespan)
     if not as_routes:
         app = CometdApp(engine, app, "/cometd")
+    http: Any = "auto"
+    if fast:
+        try:
+            from adapters.cometd.http11 import long_polling_protocol
+        except ImportError:  # a library from before it (ours-parent)
+            pass
+        else:
+            http = long_polling_protocol(engine, "/cometd")
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -132,6 +143,7 @@ def main() -> None:
         timeout_keep_alive=60,
         timeout_graceful_shutdown=1,
         proxy_headers=False,  # as `interactions serve` runs with no trusted proxy configured
+        http=http,
     )
     uvicorn.Server(config).run()
 

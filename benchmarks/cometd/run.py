@@ -69,6 +69,8 @@ def start_server(
         command = [sys.executable, str(HERE / "ours_server.py"), str(port), str(timeout_ms)]
         if kind == "ours-routes":
             command.append("--routes")  # Bayeux as Starlette routes inside the app
+        if kind == "ours-asgi":
+            command.append("--asgi")  # long-polling through uvicorn's protocol and ASGI only
         if broadcast:
             command.append("--broadcast")  # the library's BroadcastPolicy
     else:
@@ -301,8 +303,9 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         default="ours,node",
-        help="ours, ours-routes (Bayeux as routes), node, ours-parent (the library at "
-        "$BENCH_PARENT_SRC, e.g. a worktree of the parent commit's src/)",
+        help="ours, ours-asgi (long-polling through uvicorn and ASGI, without the protocol "
+        "of adapters.cometd.http11), ours-routes (Bayeux as routes), node, ours-parent (the "
+        "library at $BENCH_PARENT_SRC, e.g. a worktree of the parent commit's src/)",
     )
     parser.add_argument(
         "--idle-transports",
@@ -337,7 +340,7 @@ def main() -> None:
         for clients, rate in scenarios:
             for kind in order:
                 transports = ["long-polling"]
-                if flavour(kind) == "ours" and kind != "ours-parent":
+                if kind == "ours":
                     transports = [t for t in args.broadcast_transports.split(",") if t]
                 for transport in transports:
                     b = broadcast(kind, clients, rate, args.duration, transport, not args.no_pin)

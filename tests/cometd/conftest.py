@@ -29,6 +29,7 @@ from adapters.cometd import (
     SecurityPolicy,
     create_app,
 )
+from adapters.cometd.http11 import long_polling_protocol
 from interactions_core.ports import Notification, RawMessage
 from ports import free_port
 
@@ -43,10 +44,16 @@ class ServerHarness:
     """uvicorn + ``BayeuxServer`` on a fixed loopback port; ``restart`` loses every session."""
 
     def __init__(
-        self, settings: CometdSettings | None = None, policy: SecurityPolicy | None = None
+        self,
+        settings: CometdSettings | None = None,
+        policy: SecurityPolicy | None = None,
+        http: str = "fast",
     ) -> None:
+        """``http``: ``fast`` serves long-polling with ``long_polling_protocol`` in front of
+        uvicorn's protocol, as ``interactions serve`` does; ``uvicorn``: through ASGI only."""
         self.settings = settings or CometdSettings()
         self.policy = policy
+        self.http = http
         self.port = free_port()
         self.engine: BayeuxServer
         self._server: uvicorn.Server | None = None
@@ -63,6 +70,9 @@ class ServerHarness:
 
     def start(self) -> None:
         self.engine = BayeuxServer(BasicAuthenticator(USERS), self.settings, policy=self.policy)
+        http: Any = "auto"
+        if self.http == "fast":
+            http = long_polling_protocol(self.engine, PATH)
         config = uvicorn.Config(
             create_app(self.engine, PATH),
             host="127.0.0.1",
@@ -70,6 +80,7 @@ class ServerHarness:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=2,
+            http=http,
         )
         server = uvicorn.Server(config)
         self._server = server
@@ -128,9 +139,11 @@ class ServerHarness:
         return result
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerHarness]:
-    harness = ServerHarness()
+@pytest.fixture(scope="module", params=["fast", "uvicorn"])
+def server(request: pytest.FixtureRequest) -> Iterator[ServerHarness]:
+    """Long-polling read below ASGI (the product's way) and through uvicorn alone: every
+    test on this fixture holds for both."""
+    harness = ServerHarness(http=request.param)
     harness.start()
     yield harness
     harness.stop()

@@ -24,6 +24,7 @@ from adapters.cometd import (
     BayeuxServer,
     BroadcastPolicy,
     basic_header,
+    http11,
     protocol,
     transports,
 )
@@ -93,6 +94,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
         return frame
 
     monkeypatch.setattr(transports, "encode", recording)
+    monkeypatch.setattr(http11, "encode", recording)  # long-polling read below ASGI
     monkeypatch.setattr(transports, "encode_text", recording_text)
     return pairs
 

@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
 import adapters.server.agents as agents_module
+from adapters.cometd.http11 import LongPollingProtocol
 from adapters.http.app import AuthMiddleware
 from adapters.http.auth import HttpAuth
 from adapters.server import cli
@@ -316,3 +317,42 @@ async def test_the_middleware_ignores_forwarded_for_without_trusted_proxies() ->
     for i in range(5):
         assert await call("guess", [f"203.0.113.{i}"]) == 401
     assert await call("alice-pw", ["198.51.100.1"]) == 429  # still 127.0.0.1
+
+
+def handshake(client: httpx.Client, agent: str, password: str, forwarded: str) -> Any:
+    """A CometD long-polling handshake with Basic credentials, as the JS client sends it."""
+    client.cookies.clear()
+    body = [
+        {
+            "channel": "/meta/handshake",
+            "version": "1.0",
+            "supportedConnectionTypes": ["long-polling"],
+        }
+    ]
+    headers = basic(agent, password) | {"X-Forwarded-For": forwarded}
+    response = client.post("/api/v2/notifications/handshake", json=body, headers=headers)
+    assert response.status_code == 200
+    return response.json()[0]
+
+
+def test_cometd_long_polling_served_below_asgi_counts_the_forwarded_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve`` reads long-polling below ASGI (the raw peer, not uvicorn's rewritten client):
+    the login limits still count the client a trusted proxy names, as the HTTP API does."""
+    attacker, office = "203.0.113.5", "198.51.100.9"
+    with serving(tmp_path, monkeypatch, trusted_proxies=["127.0.0.1"]) as (client, server):
+        assert issubclass(server.config.http_protocol_class, LongPollingProtocol)
+        for i in range(5):
+            assert handshake(client, "alice", f"guess{i}", attacker)["successful"] is False
+        # The five CometD failures put alice in back-off on the attacker's address only.
+        assert login(client, "alice", forwarded=attacker).status_code == 429
+        assert handshake(client, "alice", "alice-pw", office)["successful"] is True
+
+
+def test_fast_long_polling_can_be_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(tmp_path, monkeypatch, cometd={"fast_long_polling": False}) as (client, server):
+        assert not issubclass(server.config.http_protocol_class, LongPollingProtocol)
+        assert handshake(client, "alice", "alice-pw", "192.0.2.1")["successful"] is True

@@ -269,8 +269,7 @@ class BayeuxServer:
                 session.last_seen = loop.time()
             held = session.held
             if held is not None and held.link is link:
-                self.release(held, None)
-                session.last_seen = loop.time()
+                self.abandon(held)
 
     # ------------------------------------------------------------------ batches
 
@@ -600,6 +599,17 @@ class BayeuxServer:
                 self.sessions.browser_hold(held.browser_id, -1)
         if not held.future.done():
             held.future.set_result(result)
+
+    def abandon(self, held: HeldConnect) -> None:
+        """The request (or websocket) carrying ``held`` went away: nobody is left to answer.
+
+        The session's messages wait in its queue for its next connect, and its
+        ``maxInterval`` counts from now: it was not idle while its connect was held.
+        """
+        session = held.session
+        if session.held is held:
+            session.last_seen = self._bind_loop().time()
+        self.release(held, None)
 
     def _expire_at(self, held: HeldConnect, when: float) -> None:
         """Answer ``held`` at the first tick of the shared timer at or after ``when``."""

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .config import CometdSettings
 from .protocol import (
     ERR_BAD_JSON,
     LONG_POLLING,
@@ -35,7 +36,8 @@ from .protocol import (
 )
 from .server import BayeuxServer, RequestContext
 
-_JSON = b"application/json;charset=UTF-8"
+JSON_CONTENT_TYPE = b"application/json;charset=UTF-8"
+PLAIN_CONTENT_TYPE = b"text/plain;charset=UTF-8"
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:
@@ -50,20 +52,46 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     return cookies
 
 
+def add_header(headers: dict[str, str], name: str, value: str) -> None:
+    """One header line into ``headers`` (``name`` lower-case): a repeated line replaces the
+    earlier one, except the lists that several lines may carry."""
+    if name == "cookie" and name in headers:
+        headers[name] += "; " + value  # HTTP/2 may split cookies
+    elif name == "x-forwarded-for" and name in headers:
+        # Several lines are one list (RFC 9110 §5.3), as uvicorn and the HTTP API read it:
+        # keeping only the last would let a client's own line hide the proxy's.
+        headers[name] += ", " + value
+    else:
+        headers[name] = value
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        if name == "cookie" and name in headers:
-            headers[name] += "; " + value  # HTTP/2 may split cookies
-        elif name == "x-forwarded-for" and name in headers:
-            # Several lines are one list (RFC 9110 §5.3), as uvicorn and the HTTP API read it:
-            # keeping only the last would let a client's own line hide the proxy's.
-            headers[name] += ", " + value
-        else:
-            headers[name] = value
+        add_header(headers, raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
     return headers
+
+
+def form_message(body: bytes, content_type: str) -> bytes:
+    """The batch in a long-poll body: the body, or its form field ``message`` (the spec lets
+    long-polling send the batch as ``application/x-www-form-urlencoded``)."""
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        form = parse_qs(body.decode("utf-8", "replace"))
+        return form.get("message", [""])[0].encode()
+    return body
+
+
+def bad_batch_reason(exc: BadPayload) -> str:
+    """The 400's text: says why (e.g. "data.text: the key 'text' is given more than once")."""
+    return f"the body is not a JSON array of Bayeux messages: {exc}"
+
+
+def browser_cookie_header(settings: CometdSettings, value: str) -> bytes:
+    """The ``Set-Cookie`` line (with its CRLF) giving a browser its ``BAYEUX_BROWSER`` id."""
+    cookie = f"{settings.browser_cookie}={value}; Path=/; HttpOnly"
+    if settings.browser_cookie_secure:
+        cookie += "; Secure; SameSite=None"
+    return b"set-cookie: " + cookie.encode() + b"\r\n"
 
 
 def _client_host(scope: Scope) -> str | None:
@@ -104,17 +132,11 @@ class LongPollingEndpoint:
                 return
             chunks.append(chunk)
             more = event.get("more_body", False)
-        body = b"".join(chunks)
-        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            # Spec: long-polling MAY send the batch as the form field "message".
-            form = parse_qs(body.decode("utf-8", "replace"))
-            body = form.get("message", [""])[0].encode()
+        body = form_message(b"".join(chunks), headers.get("content-type", ""))
         try:
             batch = parse_batch(body)
         except BadPayload as exc:
-            # Says why (e.g. "data.text: the key 'text' is given more than once").
-            reason = f"the body is not a JSON array of Bayeux messages: {exc}"
-            await _plain(send, 400, reason.encode())
+            await _plain(send, 400, bad_batch_reason(exc).encode())
             return
         ctx = RequestContext(
             headers,
@@ -134,7 +156,7 @@ class LongPollingEndpoint:
             except asyncio.CancelledError:
                 # The HTTP server gave up on the request (shutdown after its grace period):
                 # forget the held connect; there is nobody left to answer.
-                server.release(held, None)
+                server.abandon(held)
                 return
             if result is None:
                 # Cancelled by a newer connect of the same session: an HTTP error, never 408
@@ -144,18 +166,16 @@ class LongPollingEndpoint:
             replies = [*replies, *result]
         extra: list[tuple[bytes, bytes]] = []
         if set_cookie is not None:
-            settings = server.settings
-            cookie = f"{settings.browser_cookie}={set_cookie}; Path=/; HttpOnly"
-            if settings.browser_cookie_secure:
-                cookie += "; Secure; SameSite=None"
-            extra.append((b"set-cookie", cookie.encode()))
-        await _respond(send, 200, encode(replies), _JSON, extra)
+            line = browser_cookie_header(server.settings, set_cookie)
+            name, _, value = line.rstrip(b"\r\n").partition(b": ")
+            extra.append((name, value))
+        await _respond(send, 200, encode(replies), JSON_CONTENT_TYPE, extra)
 
 
 async def _plain(
     send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await _respond(send, status, body, b"text/plain;charset=UTF-8", extra or [])
+    await _respond(send, status, body, PLAIN_CONTENT_TYPE, extra or [])
 
 
 async def _respond(

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
+    from adapters.cometd import BayeuxServer
+
 _log = logging.getLogger("adapters.server.cli")  # also when run as ``python -m``
 
 
@@ -201,7 +203,11 @@ def serve(args: argparse.Namespace) -> int:
     print("\n".join(lines), flush=True)
     _log_start(settings)
     config = uvicorn_config(
-        server.asgi, settings, log_level=args.log_level, access_log=args.access_log
+        server.asgi,
+        settings,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        cometd=server.cometd,
     )
 
     class _Server(uvicorn.Server):
@@ -301,6 +307,7 @@ def uvicorn_config(
     log_level: str = "info",
     access_log: bool = False,
     log_config: dict[str, Any] | None = None,
+    cometd: BayeuxServer | None = None,
 ) -> uvicorn.Config:
     """How ``serve`` runs ``app``. Forwarded headers are believed only from
     ``settings.trusted_proxies``: uvicorn's default would trust 127.0.0.1 and ::1 (or the
@@ -308,8 +315,19 @@ def uvicorn_config(
     is configured. With proxies, uvicorn rewrites the client (for its logs and
     ``X-Forwarded-Proto``) by the same rule ``HttpAuth`` applies again (``client_address``).
     ``log_config``: given to uvicorn, which then configures the logging with it; None (what
-    ``serve`` passes, having configured it with ``logging_config``) leaves the logging alone."""
+    ``serve`` passes, having configured it with ``logging_config``) leaves the logging alone.
+    ``cometd``: the server ``app`` mounts at ``NOTIFICATIONS_PATH``; with it (and
+    ``cometd.fast_long_polling``), its long-polling requests are read below ASGI
+    (``adapters.cometd.http11``)."""
     import uvicorn
+
+    from .bootstrap import NOTIFICATIONS_PATH
+
+    http: Any = "auto"
+    if cometd is not None and settings.cometd.fast_long_polling:
+        from adapters.cometd.http11 import long_polling_protocol
+
+        http = long_polling_protocol(cometd, NOTIFICATIONS_PATH)
 
     return uvicorn.Config(
         app,
@@ -322,6 +340,7 @@ def uvicorn_config(
         log_config=log_config,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
+        http=http,
     )
 
 

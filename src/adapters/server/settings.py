@@ -63,6 +63,9 @@ class CometdSettingsModel(BaseModel):
     interval_ms: int = Field(0, ge=0, le=60_000)
     max_interval_ms: int = Field(10_000, ge=1_000, le=600_000)
     max_queue: int = Field(1_000, ge=10, le=1_000_000)
+    # Long-polling requests read off the socket, below ASGI (adapters.cometd.http11; everything
+    # else on a connection is uvicorn's as before); false: every request through uvicorn.
+    fast_long_polling: bool = True
 
 
 class Settings(BaseSettings):
