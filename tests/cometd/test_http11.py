@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,6 +29,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from adapters.cometd import (
+    Authenticator,
+    AuthRequest,
     BasicAuthenticator,
     BayeuxServer,
     CometdApp,
@@ -43,7 +46,8 @@ from .raw import WebSocketClient, connect_message, handshake_message
 KINDS = ("fast", "uvicorn")
 LIMIT = 8192
 """``max_body_bytes`` of the servers here: small, so that a 413 is cheap to ask for."""
-SETTINGS = CometdSettings(max_body_bytes=LIMIT, timeout_ms=60_000)
+SETTINGS = CometdSettings(max_body_bytes=LIMIT, timeout_ms=60_000, duplicate_connect_status=410)
+"""(Not the default 409: the status must come from the settings.)"""
 REASON = "the body is not a JSON array of Bayeux messages: "
 """How every 400 for a bad batch begins (``transports.bad_batch_reason``)."""
 HANDSHAKE = [handshake_message()]
@@ -78,13 +82,17 @@ class AppHarness(ServerHarness):
         *,
         keep_alive: int = 5,
         grace: int = 2,
+        log_level: str = "warning",
+        authenticator: Authenticator | None = None,
     ) -> None:
         super().__init__(settings, policy, http)
         self.keep_alive = keep_alive
         self.grace = grace
+        self.log_level = log_level
+        self.authenticator = authenticator or BasicAuthenticator(USERS)
 
     def start(self) -> None:
-        engine = BayeuxServer(BasicAuthenticator(USERS), self.settings, policy=self.policy)
+        engine = BayeuxServer(self.authenticator, self.settings, policy=self.policy)
         self.engine = engine
 
         @contextlib.asynccontextmanager
@@ -101,7 +109,7 @@ class AppHarness(ServerHarness):
             app,
             host="127.0.0.1",
             port=self.port,
-            log_level="warning",
+            log_level=self.log_level,
             lifespan="on",
             timeout_keep_alive=self.keep_alive,
             timeout_graceful_shutdown=self.grace,
@@ -121,9 +129,10 @@ class AppHarness(ServerHarness):
     def exit(self) -> threading.Thread | None:
         """uvicorn's own graceful shutdown (as on SIGTERM), without stopping the engine first;
         the server thread, to join."""
-        thread = self._thread
-        if self._server is not None:
-            self._server.should_exit = True
+        thread, server = self._thread, self._server
+        if server is not None:
+            server.should_exit = True
+        self._server = self._thread = None  # (nothing left for ``stop`` to do)
         return thread
 
 
@@ -167,6 +176,7 @@ def own() -> Iterator[Callable[..., AppHarness]]:
 
 @dataclass
 class Reply:
+    status_line: str
     status: int
     version: str
     headers: dict[str, str]
@@ -200,7 +210,8 @@ class Wire:
             while status == 100:  # an interim 100 Continue (RFC 9110 §15.2.1) has no body
                 head = await self.reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                version, status_text = lines[0].split(" ")[:2]
+                status_line = lines[0]
+                version, status_text = status_line.split(" ")[:2]
                 status = int(status_text)
             headers: dict[str, str] = {}
             names: list[str] = []
@@ -223,7 +234,7 @@ class Wire:
                 body = b""
             else:
                 body = await self.reader.read()
-        return Reply(status, version, headers, names, body)
+        return Reply(status_line, status, version, headers, names, body)
 
     async def closed(self) -> bool:
         """Whether the server closes the connection (with nothing more to read)."""
@@ -244,7 +255,7 @@ async def wire_to(harness: ServerHarness) -> AsyncIterator[Wire]:
 
 
 def post(
-    body: bytes | list[Message],
+    body: bytes | list[Any],
     path: str = PATH,
     *,
     agent: str | None = "alice",
@@ -267,8 +278,7 @@ def get(path: str, headers: str = "") -> bytes:
 
 def echo(body: bytes) -> bytes:
     return (
-        f"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
+        f"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
     )
 
 
@@ -339,7 +349,7 @@ def shape(reply: Reply) -> tuple[Any, ...]:
         body = normalized(reply.json())
     cookie = reply.headers.get("set-cookie", "")
     cookie_shape = cookie.split("=", 1)[0] + "=*;" + cookie.split(";", 1)[1] if cookie else ""
-    return reply.status, content_type, cookie_shape, body
+    return reply.status, content_type, cookie_shape, body, reply.status_line
 
 
 # ------------------------------------------------------------------ 1. a cycle, its headers
@@ -362,7 +372,7 @@ async def test_a_long_poll_cycle_on_one_keep_alive_connection(each: AppHarness) 
 
         replies = [shook, subscribed, first, held]
         for reply in replies:
-            assert reply.version == "HTTP/1.1" and reply.status == 200
+            assert reply.status_line == "HTTP/1.1 200 OK"
             assert reply.headers["content-type"] == "application/json;charset=UTF-8"
             assert int(reply.headers["content-length"]) == len(reply.body)
             assert reply.headers["cache-control"] == "no-cache, no-store"
@@ -432,7 +442,8 @@ async def _scenario(harness: AppHarness, agent: str) -> list[tuple[Any, ...]]:
         await until_held(harness, client_id)
         harness.publish(agent, {"n": 3})
         shapes.append(shape(await b.reply()))
-        await ask(a, post([connect_message(client_id, "mixed"), "not a message"], agent=agent))
+        now = connect_message(client_id, "mixed", advice={"timeout": 0})  # answered at once
+        await ask(a, post([now, "not a message"], agent=agent))
     return shapes
 
 
@@ -449,8 +460,10 @@ async def test_the_same_answers_with_and_without_the_protocol(
     assert fast[4][0] == 200 and fast[4][3][0]["successful"] is True  # the form field
     assert fast[5][0] == 200 and fast[5][3][0]["successful"] is False  # no credentials
     assert fast[6][2] == "BAYEUX_BROWSER=*; Path=/; HttpOnly"
-    assert fast[-3] == (SETTINGS.duplicate_connect_status, plain, "", "")  # the older connect
+    older = (SETTINGS.duplicate_connect_status, plain, "", "", "HTTP/1.1 410 Gone")
+    assert fast[-3] == older  # the older connect: the setting's status, no body
     assert fast[-2][3][0]["id"] == "newer" and fast[-2][3][1]["data"] == {"n": 3}
+    assert [m["successful"] for m in fast[-1][3]] == [True, False]  # one message refused
 
 
 # ------------------------------------------------------------------ 3. hand-over, pipelining
@@ -517,7 +530,7 @@ async def test_a_large_backlog_behind_a_held_connect_pauses_reading(
         await wire.send(post([connect_message(client_id, "held")], agent=agent))
         await until_held(harness, client_id)
         local = wire.writer.get_extra_info("sockname")
-        filler = b"[" + b" " * 1024 + b"]"
+        filler = b"[" + b" " * 1024 + b"nope"
         wire.writer.write(b"".join(post(filler, agent=agent) for _ in range(count)))
         wire.writer.write(post([handshake_message(id="last")], agent=agent))
 
@@ -551,15 +564,24 @@ async def test_a_large_backlog_behind_a_held_connect_pauses_reading(
 HS = json.dumps(HANDSHAKE).encode()
 AUTH = basic_header("alice", USERS["alice"])
 CHUNKED = (
-    f"POST {PATH} HTTP/1.1\r\nHost: test\r\nAuthorization: {AUTH}\r\n"
-    f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    f"{len(HS) - 10:x}\r\n"
-).encode() + HS[:-10] + b"\r\n%x\r\n" % 10 + HS[-10:] + b"\r\n0\r\n\r\n"
+    (
+        f"POST {PATH} HTTP/1.1\r\nHost: test\r\nAuthorization: {AUTH}\r\n"
+        f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        f"{len(HS) - 10:x}\r\n"
+    ).encode()
+    + HS[:-10]
+    + b"\r\n%x\r\n" % 10
+    + HS[-10:]
+    + b"\r\n0\r\n\r\n"
+)
 
 HANDED_OVER: dict[str, tuple[bytes, int]] = {
     "chunked body": (CHUNKED, 200),
     "HTTP/1.0": (post(HANDSHAKE, version="1.0"), 200),
-    "percent-encoded path": (post(HANDSHAKE, PATH.replace("notifications", "notific%61tions")), 200),
+    "percent-encoded path": (
+        post(HANDSHAKE, PATH.replace("notifications", "notific%61tions")),
+        200,
+    ),
     "absolute-form target": (post(HANDSHAKE, "http://test" + PATH), 200),
     "Expect: 100-continue": (post(HANDSHAKE, headers="Expect: 100-continue\r\n"), 200),
     "a body over max_body_bytes": (post(b"[" + b" " * LIMIT + b"]"), 413),
@@ -593,6 +615,21 @@ async def test_what_is_handed_over_gets_uvicorns_answer(
     assert answers["fast"][0] == status, answers["fast"]
     if status == 200:
         assert answers["fast"][3][0]["successful"] is True
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    each: AppHarness,
+) -> None:
+    request = post(HANDSHAKE, headers="Expect: 100-continue\r\n")
+    head, _, body = request.partition(b"\r\n\r\n")
+    async with wire_to(each) as wire:
+        await wire.send(head + b"\r\n\r\n")
+        async with asyncio.timeout(15):
+            interim = await wire.reader.readuntil(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        await wire.send(body)
+        reply = await wire.reply()
+        assert reply.status == 200 and reply.json()[0]["successful"] is True
 
 
 async def test_a_request_line_of_http_1_0_closes_after_its_answer(each: AppHarness) -> None:
@@ -703,7 +740,8 @@ async def test_connection_close_on_a_held_connect(each: AppHarness) -> None:
     agent = "agent8"
     async with wire_to(each) as wire:
         client_id = await start_session(wire, agent)
-        await wire.send(post([connect_message(client_id, "held")], headers="Connection: close\r\n"))
+        close = "Connection: close\r\n"
+        await wire.send(post([connect_message(client_id, "held")], agent=agent, headers=close))
         await until_held(each, client_id)
         each.publish(agent, {"n": 8})
         reply = await wire.reply()
@@ -715,7 +753,9 @@ async def test_connection_close_on_a_held_connect(each: AppHarness) -> None:
 # ------------------------------------------------------------------ 7. a client that leaves
 
 
-async def test_a_client_leaving_while_held_loses_nothing(each: AppHarness) -> None:
+async def test_a_client_leaving_while_held_loses_nothing(pair: dict[str, AppHarness]) -> None:
+    # (fast only: under ASGI alone the endpoint waits on the held connect, not on the client)
+    each = pair["fast"]
     agent = "agent9"
     wire = await Wire.open(each)
     try:
@@ -851,15 +891,17 @@ async def test_an_idle_connection_is_closed_but_not_a_held_one(
     harness = own("fast", keep_alive=1)
     agent = "agent14"
     async with wire_to(harness) as wire:
+        await wire.send(post(HANDSHAKE, agent=agent))
+        first = await wire.reply()
         client_id = await start_session(wire, agent)
         await wire.send(post([connect_message(client_id, "held")], agent=agent))
         await until_held(harness, client_id)
-        first_date = email.utils.parsedate_to_datetime
         await asyncio.sleep(2.5)  # past timeout_keep_alive, and past a second of uvicorn's date
         harness.publish(agent, {"n": 14})
         reply = await wire.reply()
-        assert reply.json()[1]["data"] == {"n": 14}
-        assert first_date(reply.headers["date"]) is not None
+        assert reply.json()[1]["data"] == {"n": 14}  # held longer than the keep-alive: answered
+        date = email.utils.parsedate_to_datetime
+        assert date(reply.headers["date"]) > date(first.headers["date"])  # uvicorn's new date
         assert await wire.closed()  # then idle: closed after timeout_keep_alive
 
 
@@ -890,3 +932,71 @@ async def test_a_failure_in_the_server_is_a_500_and_the_server_goes_on(
     async with wire_to(harness) as wire:
         await wire.send(get("/other"))
         assert (await wire.reply()).body == b"other"
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="http11 bug: the request line is read from its match (line.group(0)) after the "
+    "buffer it matched was consumed (del buffer[:total]): empty, or the next request's bytes",
+)
+async def test_the_access_log_line_is_uvicorns(own: Callable[..., AppHarness]) -> None:
+    access = logging.getLogger("uvicorn.access")
+    level = access.level
+    lines = _Lines()
+    try:
+        logged: dict[str, list[str]] = {}
+        for kind in KINDS:
+            harness = own(kind, log_level="info")
+            access.addHandler(lines)
+            async with wire_to(harness) as wire:
+                host, port = wire.writer.get_extra_info("sockname")[:2]
+                client = f"{host}:{port}"
+                await wire.send(post(HANDSHAKE, PATH + "/handshake?x=1") + post(b"{nope"))
+                await wire.reply()
+                await wire.reply()
+            harness.stop()
+            access.removeHandler(lines)
+            logged[kind] = [line.replace(client, "client") for line in lines.lines]
+            lines.lines.clear()
+        assert logged["fast"] == logged["uvicorn"]
+        assert logged["fast"] == [
+            f'client - "POST {PATH}/handshake?x=1 HTTP/1.1" 200',
+            f'client - "POST {PATH} HTTP/1.1" 400',
+        ]
+    finally:
+        access.removeHandler(lines)
+        access.setLevel(level)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="http11 passes the socket's peer as client_host; under uvicorn's proxy_headers "
+    "(on by default for 127.0.0.1) the ASGI path gets the X-Forwarded-For client",
+)
+async def test_the_authenticator_sees_the_same_client_with_and_without_the_protocol(
+    own: Callable[..., AppHarness],
+) -> None:
+    seen: dict[str, list[str | None]] = {}
+    basic = BasicAuthenticator(USERS)
+    for kind in KINDS:
+        hosts: list[str | None] = []
+        seen[kind] = hosts
+
+        async def authenticate(request: AuthRequest, hosts: list[str | None] = hosts) -> str | None:
+            hosts.append(request.client_host)
+            return await basic(request)
+
+        harness = own(kind, authenticator=authenticate)
+        async with wire_to(harness) as wire:
+            await wire.send(post(HANDSHAKE, headers="X-Forwarded-For: 203.0.113.7\r\n"))
+            assert (await wire.reply()).json()[0]["successful"] is True
+    assert seen["fast"] == seen["uvicorn"]
