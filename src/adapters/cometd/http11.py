@@ -77,6 +77,7 @@ class _Served:
         "default_list",
         "fallback",
         "prefix",
+        "proxy",
         "resolved",
         "route",
     )
@@ -90,6 +91,7 @@ class _Served:
         self.access_log = False
         self.default_list: object = None
         self.default_head = b""
+        self.proxy: Any = None
 
     def resolve(self, config: Any) -> None:
         """On the first connection: uvicorn's own protocol class and its access-log switch."""
@@ -102,9 +104,38 @@ class _Served:
 
             fallback = import_from_string(HTTP_PROTOCOLS.get(fallback, fallback))
         self.fallback = fallback
+        if config.proxy_headers:
+            # The client a request is from is what uvicorn's own middleware makes of it
+            # (``forwarded_client``), whatever its version's rules.
+            from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+            self.proxy = ProxyHeadersMiddleware(_noop_app, trusted_hosts=config.forwarded_allow_ips)
         access = logging.getLogger("uvicorn.access")
         self.access_log = bool(config.access_log) and access.hasHandlers()
         self.resolved = True
+
+    def forwarded_client(self, peer: tuple[str, int] | None, forwarded: str) -> str | None:
+        """The client under ``proxy_headers``: the scope uvicorn's ``ProxyHeadersMiddleware``
+        leaves for a request from ``peer`` carrying ``X-Forwarded-For: forwarded`` (several
+        lines already joined, as it joins them), so that an authenticator sees the client it
+        sees through ASGI. The middleware rewrites the scope before calling the app, which
+        does nothing: the call completes without suspending."""
+        scope: dict[str, Any] = {
+            "type": "http",
+            "scheme": "http",
+            "client": peer,
+            "headers": [(b"x-forwarded-for", forwarded.encode("latin-1"))],
+        }
+        call = self.proxy(scope, _noop_receive, _noop_send)
+        try:
+            call.send(None)
+        except StopIteration:
+            pass
+        else:  # pragma: no cover - a middleware that awaits: keep the peer
+            call.close()
+            return peer[0] if peer else None
+        client = scope.get("client")
+        return str(client[0]) if client else None
 
     def head_tail(self, default_headers: list[tuple[bytes, bytes]]) -> bytes:
         """uvicorn's default headers (``date``, ``server``, ``--header``) as header lines;
@@ -113,6 +144,18 @@ class _Served:
             self.default_head = b"".join(n + b": " + v + b"\r\n" for n, v in default_headers)
             self.default_list = default_headers
         return self.default_head
+
+
+async def _noop_app(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+async def _noop_receive() -> Any:  # pragma: no cover - never called
+    raise RuntimeError("not an ASGI request")
+
+
+async def _noop_send(message: Any) -> None:  # pragma: no cover - never called
+    raise RuntimeError("not an ASGI request")
 
 
 class LongPollingProtocol(asyncio.Protocol):
@@ -135,6 +178,7 @@ class LongPollingProtocol(asyncio.Protocol):
         "_idle_since",
         "_loop",
         "_peer",
+        "_peer_address",
         "_read_paused",
         "_scanned",
         "_server_state",
@@ -169,6 +213,7 @@ class LongPollingProtocol(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._peer: str | None = None
+        self._peer_address: tuple[str, int] | None = None
         self._read_paused = False
         self._write_paused = False
 
@@ -180,7 +225,9 @@ class LongPollingProtocol(asyncio.Protocol):
         self.transport = transport
         self._server_state.connections.add(self)
         peer = transport.get_extra_info("peername")
-        self._peer = str(peer[0]) if isinstance(peer, tuple | list) and peer else None
+        if isinstance(peer, tuple | list) and len(peer) >= 2:
+            self._peer_address = (str(peer[0]), int(peer[1]))
+            self._peer = self._peer_address[0]
         self._wait_idle()
 
     def data_received(self, data: bytes) -> None:
@@ -271,11 +318,12 @@ class LongPollingProtocol(asyncio.Protocol):
         if len(buffer) < total:
             return  # the body is on its way
         body = bytes(buffer[end + 4 : total])
+        request_line = bytes(line.group(0))  # before the buffer it was matched in moves on
         del buffer[:total]
         self._scanned = 0
         keep_alive = "close" not in headers.get("connection", "").lower()
         self._busy = True
-        task = self._loop.create_task(self._serve(headers, body, keep_alive, line.group(0)))
+        task = self._loop.create_task(self._serve(headers, body, keep_alive, request_line))
         tasks = self._server_state.tasks  # what uvicorn's shutdown waits for, as for its own
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -313,8 +361,12 @@ class LongPollingProtocol(asyncio.Protocol):
             except BadPayload as exc:
                 self._answer(400, bad_batch_reason(exc).encode(), PLAIN_CONTENT_TYPE, b"", line)
                 return
+            client = self._peer
+            forwarded = headers.get("x-forwarded-for")
+            if forwarded is not None and self._served.proxy is not None:
+                client = self._served.forwarded_client(self._peer_address, forwarded)
             ctx = RequestContext(
-                headers, parse_cookies(headers.get("cookie")), self._peer, LONG_POLLING
+                headers, parse_cookies(headers.get("cookie")), client, LONG_POLLING
             )
             outcome: Outcome = await bayeux.process(batch, ctx)
         except Exception:
