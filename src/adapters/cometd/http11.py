@@ -38,7 +38,7 @@ from .transports import (
     PLAIN_CONTENT_TYPE,
     add_header,
     bad_batch_reason,
-    browser_cookie_header,
+    browser_cookie,
     form_message,
     parse_cookies,
 )
@@ -94,7 +94,8 @@ class _Served:
         self.proxy: Any = None
 
     def resolve(self, config: Any) -> None:
-        """On the first connection: uvicorn's own protocol class and its access-log switch."""
+        """On the first connection: uvicorn's own protocol class, its proxy rule and its
+        access-log switch."""
         if self.resolved:
             return
         fallback = self.fallback
@@ -114,7 +115,9 @@ class _Served:
         self.access_log = bool(config.access_log) and access.hasHandlers()
         self.resolved = True
 
-    def forwarded_client(self, peer: tuple[str, int] | None, forwarded: str) -> str | None:
+    def forwarded_client(
+        self, peer: tuple[str, int] | None, forwarded: str
+    ) -> tuple[str, int] | None:
         """The client under ``proxy_headers``: the scope uvicorn's ``ProxyHeadersMiddleware``
         leaves for a request from ``peer`` carrying ``X-Forwarded-For: forwarded`` (several
         lines already joined, as it joins them), so that an authenticator sees the client it
@@ -133,9 +136,9 @@ class _Served:
             pass
         else:  # pragma: no cover - a middleware that awaits: keep the peer
             call.close()
-            return peer[0] if peer else None
+            return peer
         client = scope.get("client")
-        return str(client[0]) if client else None
+        return (str(client[0]), int(client[1])) if client else None
 
     def head_tail(self, default_headers: list[tuple[bytes, bytes]]) -> bytes:
         """uvicorn's default headers (``date``, ``server``, ``--header``) as header lines;
@@ -158,6 +161,25 @@ async def _noop_send(message: Any) -> None:  # pragma: no cover - never called
     raise RuntimeError("not an ASGI request")
 
 
+_Access = tuple[bytes, tuple[str, int] | None]
+"""What the access log needs of a request: its request line and its client."""
+
+
+def _log_access(access: _Access, status: int) -> None:
+    """uvicorn's access line, in uvicorn's format and arguments, which its ``AccessFormatter``
+    reads (``client - "POST /path HTTP/1.1" 200``; the client as uvicorn's scope holds it)."""
+    line, client = access
+    method, target, version = line.rstrip(b"\r\n").decode("latin-1").split(" ")
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d',
+        f"{client[0]}:{client[1]}" if client else "",
+        method,
+        target,
+        version.removeprefix("HTTP/"),
+        status,
+    )
+
+
 class LongPollingProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: Bayeux POSTs answered here, anything else handed to uvicorn.
 
@@ -177,7 +199,6 @@ class LongPollingProtocol(asyncio.Protocol):
         "_idle",
         "_idle_since",
         "_loop",
-        "_peer",
         "_peer_address",
         "_read_paused",
         "_scanned",
@@ -207,12 +228,11 @@ class LongPollingProtocol(asyncio.Protocol):
         searched again from its start for every byte)."""
         self._busy = False
         self._close_after = False
-        self._held: tuple[HeldConnect, list[Outgoing], bytes, bytes] | None = None
-        """A held connect, the replies sent with it, its Set-Cookie line and (for the access
-        log only) its request line."""
+        self._held: tuple[HeldConnect, list[Outgoing], bytes, _Access | None] | None = None
+        """A held connect, the replies sent with it, its Set-Cookie line and (with the access
+        log on) its request line and client."""
         self._idle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
-        self._peer: str | None = None
         self._peer_address: tuple[str, int] | None = None
         self._read_paused = False
         self._write_paused = False
@@ -227,7 +247,6 @@ class LongPollingProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple | list) and len(peer) >= 2:
             self._peer_address = (str(peer[0]), int(peer[1]))
-            self._peer = self._peer_address[0]
         self._wait_idle()
 
     def data_received(self, data: bytes) -> None:
@@ -351,41 +370,47 @@ class LongPollingProtocol(asyncio.Protocol):
     async def _serve(
         self, headers: dict[str, str], body: bytes, keep_alive: bool, line: bytes
     ) -> None:
-        bayeux = self._served.bayeux
+        served = self._served
+        bayeux = served.bayeux
         if not keep_alive:
             self._close_after = True
+        client = self._peer_address
+        forwarded = headers.get("x-forwarded-for")
+        if forwarded is not None and served.proxy is not None:
+            client = served.forwarded_client(client, forwarded)
+        access = (line, client) if served.access_log else None
         try:
             body = form_message(body, headers.get("content-type", ""))
             try:
                 batch = parse_batch(body)
             except BadPayload as exc:
-                self._answer(400, bad_batch_reason(exc).encode(), PLAIN_CONTENT_TYPE, b"", line)
+                reason = bad_batch_reason(exc).encode()
+                self._answer(400, reason, PLAIN_CONTENT_TYPE, b"", access)
                 return
-            client = self._peer
-            forwarded = headers.get("x-forwarded-for")
-            if forwarded is not None and self._served.proxy is not None:
-                client = self._served.forwarded_client(self._peer_address, forwarded)
             ctx = RequestContext(
-                headers, parse_cookies(headers.get("cookie")), client, LONG_POLLING
+                headers,
+                parse_cookies(headers.get("cookie")),
+                client[0] if client else None,
+                LONG_POLLING,
             )
             outcome: Outcome = await bayeux.process(batch, ctx)
         except Exception:
-            log.exception("cometd: a long-polling request failed")
-            self._close_after = True
-            self._answer(500, b"Internal Server Error", PLAIN_CONTENT_TYPE, b"", line)
+            self._failed(access)
             return
         cookie = ctx.set_browser_cookie
-        extra = browser_cookie_header(bayeux.settings, cookie) if cookie is not None else b""
+        extra = b""
+        if cookie is not None:
+            extra = b"set-cookie: " + browser_cookie(bayeux.settings, cookie) + b"\r\n"
         held = outcome.held
         if held is None:
-            self._answer(200, encode(outcome.replies), JSON_CONTENT_TYPE, extra, line)
+            self._answer_batch(outcome.replies, extra, access)
             return
         if self.transport is None or self.transport.is_closing():
             bayeux.abandon(held)  # the client left while its request was read
             self._busy = False
             return
         # Held: no task waits; the future answers (what the reply still needs is kept).
-        self._held = (held, outcome.replies, extra, line if self._served.access_log else b"")
+        self._held = (held, outcome.replies, extra, access)
         held.future.add_done_callback(self._held_done)
 
     def _held_done(self, future: asyncio.Future[list[Outgoing] | None]) -> None:
@@ -393,18 +418,39 @@ class LongPollingProtocol(asyncio.Protocol):
         if held is None:
             return  # the connection was lost and the connect abandoned
         self._held = None
-        _, replies, extra, line = held
+        _, replies, extra, access = held
         result = None if future.cancelled() else future.result()
         if result is None:
             # Cancelled by a newer connect of the same session: an HTTP error, never 408
             # (Chrome retries 408 by itself, cometd#883).
             status = self._served.bayeux.settings.duplicate_connect_status
-            self._answer(status, b"", PLAIN_CONTENT_TYPE, b"", line)
+            self._answer(status, b"", PLAIN_CONTENT_TYPE, b"", access)
             return
-        self._answer(200, encode([*replies, *result]), JSON_CONTENT_TYPE, extra, line)
+        self._answer_batch([*replies, *result], extra, access)
+
+    def _answer_batch(self, replies: list[Outgoing], extra: bytes, access: _Access | None) -> None:
+        """A 200 with the reply batch; a 500 (and close) if the batch cannot be encoded (a
+        service's or publisher's data JSON cannot carry), as uvicorn answers an app that
+        raises: every request gets an answer."""
+        try:
+            body = encode(replies)
+        except Exception:
+            self._failed(access)
+            return
+        self._answer(200, body, JSON_CONTENT_TYPE, extra, access)
+
+    def _failed(self, access: _Access | None) -> None:
+        log.exception("cometd: a long-polling request failed")
+        self._close_after = True
+        self._answer(500, b"Internal Server Error", PLAIN_CONTENT_TYPE, b"", access)
 
     def _answer(
-        self, status: int, body: bytes, content_type: bytes, extra: bytes, line: bytes
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        extra: bytes,
+        access: _Access | None,
     ) -> None:
         """Write one response; then the next pipelined request, or wait for one."""
         transport = self.transport
@@ -429,8 +475,8 @@ class LongPollingProtocol(asyncio.Protocol):
             )
         )
         state.total_requests += 1
-        if served.access_log:
-            self._log_access(line, status)
+        if access is not None:
+            _log_access(access, status)
         if close:
             transport.close()
             return
@@ -439,18 +485,6 @@ class LongPollingProtocol(asyncio.Protocol):
             self._next()
         else:
             self._wait_idle()
-
-    def _log_access(self, line: bytes, status: int) -> None:
-        """uvicorn's access line (``client - "POST /path HTTP/1.1" 200``)."""
-        transport = self.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
-        request = line.rstrip(b"\r\n").decode("latin-1")
-        method, _, rest = request.partition(" ")
-        target, _, version = rest.rpartition(" ")
-        logging.getLogger("uvicorn.access").info(
-            '%s - "%s %s %s" %d', client, method, target, version, status
-        )
 
     # ---------------------------------------------------------------- the connection
 

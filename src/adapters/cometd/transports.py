@@ -86,12 +86,12 @@ def bad_batch_reason(exc: BadPayload) -> str:
     return f"the body is not a JSON array of Bayeux messages: {exc}"
 
 
-def browser_cookie_header(settings: CometdSettings, value: str) -> bytes:
-    """The ``Set-Cookie`` line (with its CRLF) giving a browser its ``BAYEUX_BROWSER`` id."""
+def browser_cookie(settings: CometdSettings, value: str) -> bytes:
+    """The ``Set-Cookie`` value giving a browser its ``BAYEUX_BROWSER`` id."""
     cookie = f"{settings.browser_cookie}={value}; Path=/; HttpOnly"
     if settings.browser_cookie_secure:
         cookie += "; Secure; SameSite=None"
-    return b"set-cookie: " + cookie.encode() + b"\r\n"
+    return cookie.encode()
 
 
 def _client_host(scope: Scope) -> str | None:
@@ -166,9 +166,7 @@ class LongPollingEndpoint:
             replies = [*replies, *result]
         extra: list[tuple[bytes, bytes]] = []
         if set_cookie is not None:
-            line = browser_cookie_header(server.settings, set_cookie)
-            name, _, value = line.rstrip(b"\r\n").partition(b": ")
-            extra.append((name, value))
+            extra.append((b"set-cookie", browser_cookie(server.settings, set_cookie)))
         await _respond(send, 200, encode(replies), JSON_CONTENT_TYPE, extra)
 
 
