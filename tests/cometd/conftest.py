@@ -69,20 +69,7 @@ class ServerHarness:
         return f"ws://127.0.0.1:{self.port}{PATH}"
 
     def start(self) -> None:
-        self.engine = BayeuxServer(BasicAuthenticator(USERS), self.settings, policy=self.policy)
-        http: Any = "auto"
-        if self.http == "fast":
-            http = long_polling_protocol(self.engine, PATH)
-        config = uvicorn.Config(
-            create_app(self.engine, PATH),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            http=http,
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(self.config())
         self._server = server
         self._thread = threading.Thread(target=self._run, args=(server,), daemon=True)
         self._thread.start()
@@ -91,6 +78,22 @@ class ServerHarness:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
+
+    def config(self) -> uvicorn.Config:
+        """A new engine (``self.engine``) and how uvicorn serves it."""
+        self.engine = BayeuxServer(BasicAuthenticator(USERS), self.settings, policy=self.policy)
+        http: Any = "auto"
+        if self.http == "fast":
+            http = long_polling_protocol(self.engine, PATH)
+        return uvicorn.Config(
+            create_app(self.engine, PATH),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            http=http,
+        )
 
     def _run(self, server: uvicorn.Server) -> None:
         async def serve() -> None:

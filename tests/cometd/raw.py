@@ -1,8 +1,12 @@
-"""Raw Bayeux over httpx and websockets: for the cases real clients never send."""
+"""Raw Bayeux over httpx, websockets and bare TCP: for the cases real clients never send."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -10,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from adapters.cometd import basic_header
 
-from .conftest import USERS, ServerHarness
+from .conftest import PATH, USERS, ServerHarness
 
 Message = dict[str, Any]
 
@@ -120,3 +124,108 @@ class WebSocketClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+# ------------------------------------------------------------------ bare TCP
+
+
+@dataclass
+class Reply:
+    status_line: str
+    status: int
+    version: str
+    headers: dict[str, str]
+    names: list[str]
+    """The header names in order, repeats included."""
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Wire:
+    """One TCP connection: bytes out, HTTP/1.x responses in (read by their framing)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, harness: ServerHarness) -> Wire:
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port, limit=1 << 20)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(self, timeout: float = 15) -> Reply:
+        async with asyncio.timeout(timeout):
+            status = 100
+            while status == 100:  # an interim 100 Continue (RFC 9110 §15.2.1) has no body
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                status_line = lines[0]
+                version, status_text = status_line.split(" ")[:2]
+                status = int(status_text)
+            headers: dict[str, str] = {}
+            names: list[str] = []
+            for line in lines[1:]:
+                if line:
+                    name, _, value = line.partition(":")
+                    names.append(name.strip().lower())
+                    headers[names[-1]] = value.strip()
+            if "content-length" in headers:
+                body = await self.reader.readexactly(int(headers["content-length"]))
+            elif headers.get("transfer-encoding") == "chunked":
+                body = b""
+                while True:
+                    size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                    chunk = await self.reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+                    body += chunk[:-2]
+            elif status in (101, 204, 304):
+                body = b""
+            else:
+                body = await self.reader.read()
+        return Reply(status_line, status, version, headers, names, body)
+
+    async def closed(self) -> bool:
+        """Whether the server closes the connection (with nothing more to read)."""
+        async with asyncio.timeout(15):
+            return await self.reader.read(1) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@contextlib.asynccontextmanager
+async def wire_to(harness: ServerHarness) -> AsyncIterator[Wire]:
+    wire = await Wire.open(harness)
+    try:
+        yield wire
+    finally:
+        wire.close()
+
+
+def post(
+    body: bytes | list[Any],
+    path: str = PATH,
+    *,
+    agent: str | None = "alice",
+    headers: str = "",
+    version: str = "1.1",
+    content_type: str = "application/json",
+) -> bytes:
+    """A Bayeux POST (``Content-Length`` framed) as a browser sends it."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    head = f"POST {path} HTTP/{version}\r\nHost: test\r\n"
+    if agent is not None:
+        head += f"Authorization: {basic_header(agent, USERS[agent])}\r\n"
+    head += f"Content-Type: {content_type}\r\n{headers}Content-Length: {len(raw)}\r\n\r\n"
+    return head.encode() + raw
+
+
+def get(path: str, headers: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode()

@@ -16,9 +16,7 @@ import email.utils
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -42,7 +40,16 @@ from adapters.cometd import (
 from adapters.cometd.http11 import long_polling_protocol
 
 from .conftest import PATH, USERS, ServerHarness
-from .raw import WebSocketClient, connect_message, handshake_message
+from .raw import (
+    Reply,
+    WebSocketClient,
+    Wire,
+    connect_message,
+    get,
+    handshake_message,
+    post,
+    wire_to,
+)
 
 KINDS = ("fast", "uvicorn")
 LIMIT = 8192
@@ -92,7 +99,7 @@ class AppHarness(ServerHarness):
         self.log_level = log_level
         self.authenticator = authenticator or BasicAuthenticator(USERS)
 
-    def start(self) -> None:
+    def config(self) -> uvicorn.Config:
         engine = BayeuxServer(self.authenticator, self.settings, policy=self.policy)
         self.engine = engine
 
@@ -106,7 +113,7 @@ class AppHarness(ServerHarness):
 
         app = CometdApp(engine, Starlette(routes=ROUTES, lifespan=lifespan), PATH)
         http: Any = long_polling_protocol(engine, PATH) if self.http == "fast" else "auto"
-        config = uvicorn.Config(
+        return uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
@@ -117,15 +124,6 @@ class AppHarness(ServerHarness):
             headers=[("X-Served-By", "test")],
             http=http,
         )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(target=self._run, args=(server,), daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
 
     def exit(self) -> threading.Thread | None:
         """uvicorn's own graceful shutdown (as on SIGTERM), without stopping the engine first;
@@ -175,108 +173,6 @@ def own() -> Iterator[Callable[..., AppHarness]]:
 # ------------------------------------------------------------------ the wire
 
 
-@dataclass
-class Reply:
-    status_line: str
-    status: int
-    version: str
-    headers: dict[str, str]
-    names: list[str]
-    """The header names in order, repeats included."""
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Wire:
-    """One TCP connection: bytes out, HTTP/1.x responses in (read by their framing)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, harness: ServerHarness) -> Wire:
-        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port, limit=1 << 20)
-        return cls(reader, writer)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def reply(self, timeout: float = 15) -> Reply:
-        async with asyncio.timeout(timeout):
-            status = 100
-            while status == 100:  # an interim 100 Continue (RFC 9110 §15.2.1) has no body
-                head = await self.reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                status_line = lines[0]
-                version, status_text = status_line.split(" ")[:2]
-                status = int(status_text)
-            headers: dict[str, str] = {}
-            names: list[str] = []
-            for line in lines[1:]:
-                if line:
-                    name, _, value = line.partition(":")
-                    names.append(name.strip().lower())
-                    headers[names[-1]] = value.strip()
-            if "content-length" in headers:
-                body = await self.reader.readexactly(int(headers["content-length"]))
-            elif headers.get("transfer-encoding") == "chunked":
-                body = b""
-                while True:
-                    size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-                    chunk = await self.reader.readexactly(size + 2)
-                    if size == 0:
-                        break
-                    body += chunk[:-2]
-            elif status in (101, 204, 304):
-                body = b""
-            else:
-                body = await self.reader.read()
-        return Reply(status_line, status, version, headers, names, body)
-
-    async def closed(self) -> bool:
-        """Whether the server closes the connection (with nothing more to read)."""
-        async with asyncio.timeout(15):
-            return await self.reader.read(1) == b""
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-@contextlib.asynccontextmanager
-async def wire_to(harness: ServerHarness) -> AsyncIterator[Wire]:
-    wire = await Wire.open(harness)
-    try:
-        yield wire
-    finally:
-        wire.close()
-
-
-def post(
-    body: bytes | list[Any],
-    path: str = PATH,
-    *,
-    agent: str | None = "alice",
-    headers: str = "",
-    version: str = "1.1",
-    content_type: str = "application/json",
-) -> bytes:
-    """A Bayeux POST (``Content-Length`` framed) as a browser sends it."""
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    head = f"POST {path} HTTP/{version}\r\nHost: test\r\n"
-    if agent is not None:
-        head += f"Authorization: {basic_header(agent, USERS[agent])}\r\n"
-    head += f"Content-Type: {content_type}\r\n{headers}Content-Length: {len(raw)}\r\n\r\n"
-    return head.encode() + raw
-
-
-def get(path: str, headers: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode()
-
-
 def echo(body: bytes) -> bytes:
     return (
         f"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
@@ -309,6 +205,12 @@ async def start_session(wire: Wire, agent: str) -> str:
     first = await wire.reply()
     assert first.status == 200 and first.json()[0]["successful"] is True
     return client_id
+
+
+def _last_seen(engine: BayeuxServer, client_id: str) -> float:
+    session = engine.sessions.get(client_id)
+    assert session is not None, f"no session {client_id}"
+    return session.last_seen
 
 
 def _held(engine: BayeuxServer, client_id: str) -> bool:
@@ -770,7 +672,7 @@ async def test_a_client_leaving_while_held_loses_nothing(pair: dict[str, AppHarn
         client_id = await start_session(wire, agent)
         await wire.send(post([connect_message(client_id, "held")], agent=agent))
         await until_held(each, client_id)
-        before = await each.inspect(lambda e: e.sessions.get(client_id).last_seen)  # type: ignore[union-attr]
+        before = await each.inspect(lambda e: _last_seen(e, client_id))
         await asyncio.sleep(0.05)
     finally:
         wire.close()  # the tab goes away with its connect held
@@ -779,7 +681,7 @@ async def test_a_client_leaving_while_held_loses_nothing(pair: dict[str, AppHarn
         return not await each.inspect(lambda e: _held(e, client_id))
 
     await until(abandoned, "the held connect abandoned")
-    after = await each.inspect(lambda e: e.sessions.get(client_id).last_seen)  # type: ignore[union-attr]
+    after = await each.inspect(lambda e: _last_seen(e, client_id))
     assert after > before  # maxInterval counts from the client's leaving
     each.publish(agent, {"n": 9})
     async with wire_to(each) as again:
@@ -942,20 +844,7 @@ async def test_a_failure_in_the_server_is_a_500_and_the_server_goes_on(
         assert (await wire.reply()).body == b"other"
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            "fast",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="http11 bug: encode() in _held_done (and _serve's 200) is outside the "
-                "try: it raises in a callback, the connection stays busy and is never answered",
-            ),
-        ),
-        "uvicorn",
-    ],
-)
+@pytest.mark.parametrize("kind", KINDS)
 async def test_a_reply_that_cannot_be_encoded_is_a_500(
     own: Callable[..., AppHarness], kind: str
 ) -> None:
@@ -989,81 +878,58 @@ class _Lines(logging.Handler):
         self.printed.append(self.printer.format(record))
 
 
-async def test_the_access_log_line_is_uvicorns(own: Callable[..., AppHarness]) -> None:
+async def access_logs(
+    own: Callable[..., AppHarness], request: bytes, replies: int
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Each server's access log of ``request`` sent on one connection (``replies`` answers):
+    the records' messages and the lines uvicorn prints, the connection's own address (the
+    client) written ``client``."""
     access = logging.getLogger("uvicorn.access")
     level = access.level
-    lines = _Lines()
+    logged: dict[str, tuple[list[str], list[str]]] = {}
     try:
-        logged: dict[str, list[str]] = {}
         for kind in KINDS:
+            lines = _Lines()
             harness = own(kind, log_level="info")
             access.addHandler(lines)
-            async with wire_to(harness) as wire:
-                host, port = wire.writer.get_extra_info("sockname")[:2]
-                client = f"{host}:{port}"
-                await wire.send(post(HANDSHAKE, PATH + "/handshake?x=1") + post(b"{nope"))
-                await wire.reply()
-                await wire.reply()
-            harness.stop()
-            access.removeHandler(lines)
-            logged[kind] = [line.replace(client, "client") for line in lines.lines]
-            lines.lines.clear()
-        assert logged["fast"] == logged["uvicorn"]
-        assert logged["fast"] == [
-            f'client - "POST {PATH}/handshake?x=1 HTTP/1.1" 200',
-            f'client - "POST {PATH} HTTP/1.1" 400',
-        ]
+            try:
+                async with wire_to(harness) as wire:
+                    host, port = wire.writer.get_extra_info("sockname")[:2]
+                    await wire.send(request)
+                    for _ in range(replies):
+                        await wire.reply()
+                harness.stop()
+            finally:
+                access.removeHandler(lines)
+            me = f"{host}:{port}"
+            logged[kind] = (
+                [line.replace(me, "client") for line in lines.lines],
+                [line.replace(me, "client") for line in lines.printed],
+            )
     finally:
-        access.removeHandler(lines)
         access.setLevel(level)
+    return logged
+
+
+async def test_the_access_log_line_is_uvicorns(own: Callable[..., AppHarness]) -> None:
+    request = post(HANDSHAKE, PATH + "/handshake?x=1") + post(b"{nope")
+    logged = {kind: lines for kind, (lines, _) in (await access_logs(own, request, 2)).items()}
+    assert logged["fast"] == logged["uvicorn"]
+    assert logged["fast"] == [
+        f'client - "POST {PATH}/handshake?x=1 HTTP/1.1" 200',
+        f'client - "POST {PATH} HTTP/1.1" 400',
+    ]
 
 
 @pytest.mark.parametrize(
-    "forwarded",
-    [
-        pytest.param(
-            "",
-            id="direct",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="http11 bug: _log_access passes 'HTTP/1.1' where uvicorn passes '1.1' "
-                "to a format of its own; uvicorn's AccessFormatter prints 'HTTP/HTTP/1.1'",
-            ),
-        ),
-        pytest.param(
-            "X-Forwarded-For: 203.0.113.7\r\n",
-            id="forwarded",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="http11 bug: _log_access names the socket's peer; under proxy_headers "
-                "uvicorn's line names the forwarded client (203.0.113.7:0)",
-            ),
-        ),
-    ],
+    "forwarded", ["", "X-Forwarded-For: 203.0.113.7\r\n"], ids=["direct", "forwarded"]
 )
 async def test_the_access_log_prints_as_uvicorns(
     own: Callable[..., AppHarness], forwarded: str
 ) -> None:
-    access = logging.getLogger("uvicorn.access")
-    level = access.level
-    lines = _Lines()
-    try:
-        printed: dict[str, list[str]] = {}
-        for kind in KINDS:
-            harness = own(kind, log_level="info")
-            access.addHandler(lines)
-            async with wire_to(harness) as wire:
-                host, port = wire.writer.get_extra_info("sockname")[:2]
-                await wire.send(post(HANDSHAKE, headers=forwarded))
-                await wire.reply()
-            harness.stop()
-            access.removeHandler(lines)
-            printed[kind] = [line.replace(f"{host}:{port}", "peer") for line in lines.printed]
-            lines.printed.clear()
-        assert printed["fast"] == printed["uvicorn"]
-    finally:
-        access.removeHandler(lines)
-        access.setLevel(level)
+    logs = await access_logs(own, post(HANDSHAKE, headers=forwarded), 1)
+    printed = {kind: lines for kind, (_, lines) in logs.items()}
+    assert printed["fast"] == printed["uvicorn"]
 
 
 async def test_the_authenticator_sees_the_same_client_with_and_without_the_protocol(
