@@ -152,12 +152,18 @@ class LongPollingEndpoint:
             # A held connect is the idle cost of a session: drop what is not needed any more.
             del outcome, ctx, headers, chunks, body, batch
             try:
-                result = await held.future
+                answered = await _answer_or_leave(held.future, receive)
             except asyncio.CancelledError:
                 # The HTTP server gave up on the request (shutdown after its grace period):
                 # forget the held connect; there is nobody left to answer.
                 server.abandon(held)
                 return
+            if not answered:
+                # The client went away while held (a closed tab): its messages stay queued
+                # for its next connect, and its maxInterval counts from now.
+                server.abandon(held)
+                return
+            result = None if held.future.cancelled() else held.future.result()
             if result is None:
                 # Cancelled by a newer connect of the same session: an HTTP error, never 408
                 # (Chrome retries 408 by itself, cometd#883).
@@ -168,6 +174,28 @@ class LongPollingEndpoint:
         if set_cookie is not None:
             extra.append((b"set-cookie", browser_cookie(server.settings, set_cookie)))
         await _respond(send, 200, encode(replies), JSON_CONTENT_TYPE, extra)
+
+
+async def _answer_or_leave(future: asyncio.Future[list[Outgoing] | None], receive: Receive) -> bool:
+    """Wait for a held connect's ``future``, or for its client to leave: True when the future
+    is done (answered or superseded), False when the server reported ``http.disconnect``
+    first. ASGI servers answer a ``receive`` after the whole body only when the connection
+    closes (ASGI HTTP spec, "Disconnect"), so this is how a held request notices a client gone
+    before its ``timeout``."""
+    while not future.done():
+        leaving = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait((future, leaving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not leaving.done():
+                leaving.cancel()
+        if future.done():
+            return True
+        if leaving.exception() is not None:
+            return False  # the server cannot read the connection any more: nobody to answer
+        if leaving.result().get("type") == "http.disconnect":
+            return False
+    return True
 
 
 async def _plain(
