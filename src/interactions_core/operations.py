@@ -340,16 +340,14 @@ def parse_json(body: bytes | str) -> Any:
     ``InvalidRequest``: malformed, nested too deeply, repeating a key within one object (at any
     depth; the answer names it and its path), or holding what JSON parsing lets through but
     cannot write (see ``refuse_unrepresentable``)."""
-    repeated: list[None] = []
-
-    def read_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        value = _object(pairs)
-        if type(value) is _RepeatedKeys:
-            repeated.append(None)
-        return value
-
     try:
-        value = json.loads(body, parse_constant=_not_json, object_pairs_hook=read_object)
+        try:
+            value = _decode(_DECODER, body)
+            repeated = False
+        except _RepeatedKey:
+            # Rare (hostile or broken input): read it again keeping the objects that repeat
+            # a key, so that the walk below names the first place of what it refuses.
+            value, repeated = _decode(_NAMING_DECODER, body), True
     except RecursionError:
         raise InvalidRequest("Malformed JSON: nested too deeply") from None
     except ValueError as exc:  # UnicodeDecodeError included
@@ -359,9 +357,22 @@ def parse_json(body: bytes | str) -> Any:
     return value
 
 
-_INF_PRONE = re.compile(rb"[0-9][eE]|[0-9]{300}")
+def _decode(decoder: json.JSONDecoder, body: bytes | str) -> Any:
+    """``json.loads(body)`` with ``decoder``, built once: bytes in the encoding RFC 8259 §8.1
+    allows, detected as ``json.loads`` does, and a str's BOM refused as it refuses it."""
+    if isinstance(body, bytes):
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    elif body.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", body, 0)
+    else:
+        text = body
+    return decoder.decode(text)
+
+
+_INF_PRONE = re.compile(rb"[0-9](?:[eE]|[0-9]{299})")
 """A number that may parse to infinity: one with an exponent, or of 300 digits and more (a
-double's range ends near 1.8e308)."""
+double's range ends near 1.8e308). Spelt with one leading digit, so that the search tries
+the rest only where a digit is (2.5x faster than the plain alternation on a Bayeux batch)."""
 
 
 def _plainly_representable(body: bytes | str) -> bool:
@@ -416,6 +427,23 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _not_json(constant: str) -> Any:
     # Python's json reads NaN and Infinity; RFC 8259 §6 has no such numbers.
     raise ValueError(f"{constant} is not a JSON number (RFC 8259 §6)")
+
+
+class _RepeatedKey(Exception):
+    """Raised by ``_DECODER`` at the first object that repeats a key (``parse_json`` then
+    reads the body again with ``_NAMING_DECODER`` to say where)."""
+
+
+def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise _RepeatedKey
+    return value
+
+
+# Built once: ``json.loads`` with a hook builds a decoder (and its scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, object_pairs_hook=_object_once)
+_NAMING_DECODER = json.JSONDecoder(parse_constant=_not_json, object_pairs_hook=_object)
 
 
 def refuse_unrepresentable(body: Any, max_depth: int = MAX_JSON_DEPTH) -> None:

@@ -62,6 +62,12 @@ HOSTILE = [
     b"\xed\xa0\x80",  # a surrogate written raw in UTF-8: not UTF-8
     b"",
     b"{",
+    "\ufeff{}",  # a str's BOM: refused, as json.loads refuses it
+    b"\xef\xbb\xbf{}",  # UTF-8's BOM in bytes: read, as json.loads reads it
+    '{"a": 1}'.encode("utf-16-be"),
+    b'[{"a": 1, "a": 2}, ',  # a repeated key, then malformed: malformed is the answer
+    b'[{"a": 1, "a": 2}, {"b": 1e999}]',  # both: the first place is named
+    b'[{"b": 1e999}, {"a": 1, "a": 2}]',
 ]
 
 
