@@ -408,6 +408,24 @@ async def test_a_pipelined_burst_is_answered_in_order(each: AppHarness) -> None:
         assert replies[5].json()[0]["id"] == "one"
 
 
+async def test_a_long_pipelined_burst_answered_at_once_is_served_in_a_loop(
+    each: AppHarness,
+) -> None:
+    # Each of these is answered without waiting (an unknown session's connect): the fast path
+    # serves them one after another in one read, never by recursion (2,000 deep would not fit
+    # Python's stack), and the last is answered as the first.
+    count = 2000
+    burst = b"".join(
+        post([{**connect_message("nobody", str(n))}], agent="agent5") for n in range(count)
+    )
+    async with wire_to(each) as wire:
+        await wire.send(burst)
+        replies = [await wire.reply() for _ in range(count)]
+    assert all(r.status == 200 for r in replies)
+    assert [r.json()[0]["id"] for r in replies] == [str(n) for n in range(count)]
+    assert replies[-1].json()[0]["error"].startswith("402::")
+
+
 async def test_requests_pipelined_behind_a_held_connect_wait_for_it(each: AppHarness) -> None:
     agent = "agent5"
     async with wire_to(each) as wire:

@@ -16,8 +16,9 @@ errors, limits, websockets, the app's middleware) is the same as without this mo
 served here gets the answer ``LongPollingEndpoint`` gives under uvicorn: both call the same
 ``BayeuxServer`` through the same helpers.
 
-A held connect keeps no task: the request's task ends once the server has held it, and the held
-connect's future answers the connection when it resolves.
+A request runs at once, in the event loop's turn that read it (``eager.start``): most cycles
+never wait, so they need no task and are answered in that same turn. A held connect keeps no
+task either: the held connect's future answers the connection when it resolves.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
+from . import eager
 from .protocol import LONG_POLLING, BadPayload, Outgoing, encode, parse_batch
 from .server import BayeuxServer, Outcome, RequestContext
 from .sessions import HeldConnect
@@ -190,6 +192,7 @@ class LongPollingProtocol(asyncio.Protocol):
     _served: ClassVar[_Served]
 
     __slots__ = (
+        "_again",
         "_app_state",
         "_buffer",
         "_busy",
@@ -203,6 +206,7 @@ class LongPollingProtocol(asyncio.Protocol):
         "_read_paused",
         "_scanned",
         "_server_state",
+        "_serving",
         "_write_paused",
         "transport",
     )
@@ -227,6 +231,11 @@ class LongPollingProtocol(asyncio.Protocol):
         """How far the buffer was searched for the end of the head (a trickled head is not
         searched again from its start for every byte)."""
         self._busy = False
+        self._serving = False
+        """A request is running its first step (``eager.start``), inside ``_next``."""
+        self._again = False
+        """It was answered meanwhile and more is buffered: ``_next`` goes on with that, in its
+        loop (a pipelined burst served by recursion would grow the stack by each request)."""
         self._close_after = False
         self._held: tuple[HeldConnect, list[Outgoing], bytes, _Access | None] | None = None
         """A held connect, the replies sent with it, its Set-Cookie line and (with the access
@@ -293,59 +302,75 @@ class LongPollingProtocol(asyncio.Protocol):
     # ---------------------------------------------------------------- requests
 
     def _next(self) -> None:
-        """Serve the request at the start of the buffer, if it is whole; hand over otherwise."""
+        """Serve the requests at the start of the buffer, one after the other for as long as
+        each is answered at once."""
+        while self._next_one():
+            pass
+
+    def _next_one(self) -> bool:
+        """Serve the request at the start of the buffer, if it is whole; hand over otherwise.
+        True when it was answered at once and more is buffered."""
         buffer = self._buffer
         if not buffer:
-            return
+            return False
         served = self._served
         prefix = served.prefix
         if len(buffer) < len(prefix) + 1:
             if not prefix.startswith(buffer[: len(prefix)]):
                 self._hand_over()
-            return  # too short to tell yet
+            return False  # too short to tell yet
         if not buffer.startswith(prefix) or buffer[len(prefix)] not in b" /?":
             self._hand_over()
-            return
+            return False
         start = max(0, self._scanned - 3)
         end = buffer.find(b"\r\n\r\n", start)
         if end < 0:
             self._scanned = len(buffer)
             if len(buffer) > _MAX_HEAD:
                 self._hand_over()
-            return
+            return False
         if end + 4 > _MAX_HEAD:
             self._hand_over()
-            return
+            return False
         line = _REQUEST_LINE.match(buffer, 0, end + 2)
         if line is None:
             self._hand_over()
-            return
+            return False
         line_end = line.end()
         if _HEADER_LINES.fullmatch(buffer, line_end, end + 2) is None:
             self._hand_over()
-            return
+            return False
         headers = self._headers(bytes(buffer[line_end:end]))
         if headers is None:
             self._hand_over()
-            return
+            return False
         declared = headers.get("content-length", "0")
         limit = served.bayeux.settings.max_body_bytes
         if not (declared.isdigit() and declared.isascii()) or int(declared) > limit:
             self._hand_over()  # uvicorn refuses a bad length; the endpoint answers 413
-            return
+            return False
         total = end + 4 + int(declared)
         if len(buffer) < total:
-            return  # the body is on its way
+            return False  # the body is on its way
         body = bytes(buffer[end + 4 : total])
         request_line = bytes(line.group(0))  # before the buffer it was matched in moves on
         del buffer[:total]
         self._scanned = 0
         keep_alive = "close" not in headers.get("connection", "").lower()
         self._busy = True
-        task = self._loop.create_task(self._serve(headers, body, keep_alive, request_line))
-        tasks = self._server_state.tasks  # what uvicorn's shutdown waits for, as for its own
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        # Run at once: a cycle that never waits (a connect answered or held) needs no task.
+        self._serving = True
+        try:
+            task = eager.start(self._loop, self._serve(headers, body, keep_alive, request_line))
+        finally:
+            self._serving = False
+        if task is not None:
+            tasks = self._server_state.tasks  # what uvicorn's shutdown waits for, as for its own
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return False
+        again, self._again = self._again, False
+        return again
 
     def _headers(self, block: bytes) -> dict[str, str] | None:
         """The header lines as ``LongPollingEndpoint`` sees them (lower-case names, several
@@ -481,10 +506,12 @@ class LongPollingProtocol(asyncio.Protocol):
             transport.close()
             return
         self._resume_reading()
-        if self._buffer:
-            self._next()
-        else:
+        if not self._buffer:
             self._wait_idle()
+        elif self._serving:
+            self._again = True  # answered within _next's loop: it goes on
+        else:
+            self._next()
 
     # ---------------------------------------------------------------- the connection
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from interactions_core.ports import NotificationBacklog
 
+from . import eager
 from .config import CometdSettings, OverflowPolicy
 from .notifier import CometdNotifier
 from .policy import AGENT_CHANNELS, AgentPolicy, SecurityPolicy, is_agent_channel
@@ -341,6 +342,9 @@ class BayeuxServer:
     # ------------------------------------------------------------------ authentication
 
     async def _authenticate(self, request: AuthRequest) -> str | None:
+        # The one place process() may wait: where a transport ran it eagerly (outside a task,
+        # adapters.cometd.eager), the authenticator gets a task of its own (anyio needs one).
+        await eager.in_task()
         try:
             agent = await self._authenticate_cb(request)
         except Exception:  # an authenticator bug must refuse, not crash the transport
