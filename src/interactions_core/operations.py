@@ -360,7 +360,7 @@ def parse_json(body: bytes | str) -> Any:
 def _decode(decoder: json.JSONDecoder, body: bytes | str) -> Any:
     """``json.loads(body)`` with ``decoder``, built once: bytes in the encoding RFC 8259 §8.1
     allows, detected as ``json.loads`` does, and a str's BOM refused as it refuses it."""
-    if isinstance(body, bytes):
+    if isinstance(body, (bytes, bytearray)):  # as json.loads takes them
         text = body.decode(json.detect_encoding(body), "surrogatepass")
     elif body.startswith("\ufeff"):
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", body, 0)

@@ -68,6 +68,7 @@ HOSTILE = [
     b'[{"a": 1, "a": 2}, ',  # a repeated key, then malformed: malformed is the answer
     b'[{"a": 1, "a": 2}, {"b": 1e999}]',  # both: the first place is named
     b'[{"b": 1e999}, {"a": 1, "a": 2}]',
+    bytearray(b'{"a": [1, 2.5, "x"]}'),  # bytes-like, as json.loads takes it
 ]
 
 
