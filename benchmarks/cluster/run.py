@@ -1739,8 +1739,8 @@ def print_tables(summary: dict[str, Any], args: argparse.Namespace) -> None:
     ):
         if name in summary:
             print(f"  req/s {label}: {summary[name]:.2f}x")
-    for rate, n in summary["notifications"].items():
-        print_notification_summary(rate, n, args)
+    for n in summary["notifications"].values():
+        print_notification_summary(n, args)
     f = summary.get("failover")
     if f:
         print(
@@ -1756,7 +1756,7 @@ def threads_text(threads: dict[str, float]) -> str:
     return ", ".join(f"{name} {v:.0f}" for name, v in ordered if v >= 0.5)
 
 
-def print_notification_summary(key: str, n: dict[str, Any], args: argparse.Namespace) -> None:
+def print_notification_summary(n: dict[str, Any], args: argparse.Namespace) -> None:
     rate = n["offered_rate"]
     judged = rate == 500
     engine = n["writer"] == "engine"

@@ -73,8 +73,16 @@ def tick_until(nodes: list[Node], done: Callable[[], bool], what: str, timeout: 
         time.sleep(0.02)
 
 
-def leaders(nodes: list[Node]) -> list[Node]:
-    return [n for n in nodes if n.worker.engine.leading]
+def elected(make_node: Callable[[str], Node]) -> tuple[Node, Node]:
+    """Two workers, ticked until one leads: (the leader, the other)."""
+    nodes = [make_node("worker-1"), make_node("worker-2")]
+
+    def leaders() -> list[Node]:
+        return [n for n in nodes if n.worker.engine.leading]
+
+    tick_until(nodes, lambda: len(leaders()) == 1, "one leader")
+    [leader] = leaders()
+    return leader, nodes[1] if leader is nodes[0] else nodes[0]
 
 
 def mail(subject: str, message_id: str) -> bytes:
@@ -95,11 +103,7 @@ def state(node: Node, iid: str) -> str | None:
 def test_two_workers_route_once_send_once_and_publish_once_in_order(
     make_node: Callable[[str], Node],
 ) -> None:
-    one, two = make_node("worker-1"), make_node("worker-2")
-    nodes = [one, two]
-    tick_until(nodes, lambda: len(leaders(nodes)) == 1, "one leader")
-    [leader] = leaders(nodes)
-    follower = two if leader is one else one
+    leader, follower = elected(make_node)
     nodes = [follower, leader]  # the follower's tick first after each of its commits
 
     # Everything an agent does goes through the follower; the leader routes it.
@@ -115,13 +119,13 @@ def test_two_workers_route_once_send_once_and_publish_once_in_order(
     assert sent.ok, sent.description
 
     def delivered() -> bool:
-        return len(one.transport.sent) + len(two.transport.sent) >= 1
+        return len(leader.transport.sent) + len(follower.transport.sent) >= 1
 
     tick_until(nodes, delivered, "the reply handed to a transport")
     for _ in range(20):  # more rounds: nothing is sent a second time
         for node in nodes:
             node.worker.tick()
-    assert len(one.transport.sent) + len(two.transport.sent) == 1
+    assert len(leader.transport.sent) + len(follower.transport.sent) == 1
 
     # Notifications: published by the leader only, each once, in commit order.
     assert follower.notifier.published == []
@@ -134,11 +138,8 @@ def test_two_workers_route_once_send_once_and_publish_once_in_order(
 def test_when_the_leader_goes_the_other_routes_and_publishes_the_rest(
     make_node: Callable[[str], Node], admin: Admin
 ) -> None:
-    one, two = make_node("worker-1"), make_node("worker-2")
-    nodes = [one, two]
-    tick_until(nodes, lambda: len(leaders(nodes)) == 1, "one leader")
-    [leader] = leaders(nodes)
-    survivor = two if leader is one else one
+    leader, survivor = elected(make_node)
+    nodes = [leader, survivor]
     assert survivor.worker.engine.set_channel_state("alice", {"operationName": "Ready"}).ok
     first = survivor.worker.engine.ingest(mail("First", "1")).interaction_id
     assert first is not None

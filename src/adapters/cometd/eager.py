@@ -28,9 +28,9 @@ _T = TypeVar("_T")
 def start(
     loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]
 ) -> asyncio.Task[_T] | None:
-    """Run ``coro`` to its first suspension; ``None`` if it finished (its result and any
-    exception are the coroutine's own business: it must handle them), else the task running
-    the rest."""
+    """Run ``coro`` to its first suspension; ``None`` if it finished (its result is dropped,
+    and an exception it raised in that step propagates from here: it should handle its own),
+    else the task running the rest."""
     token = _first_step.set(True)
     try:
         waiting = coro.send(None)
